@@ -1,0 +1,483 @@
+# Copyright (c) monai_unlearn developers
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""The unlearning trainer: a MONAI ``SupervisedTrainer`` whose outer step unlearns a forget set.
+
+In the flow transform -> engine -> inner search -> loss -> handlers, the trainer reads the forget flag that the
+tagging transform wrote (or takes forget and retain batches from two loaders), keeps the frozen original network,
+asks the unlearning method for the loss of each outer step, takes the optimizer step and fires MONAI's iteration
+events so that the bundle's own handlers keep working.
+
+A bundle selects it by overriding ``train#trainer#_target_`` and adding the unlearning arguments; every other
+argument of the bundle's trainer (device, loader, network, optimizer, handlers, AMP) is used as the bundle defines it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from ignite.engine import Events
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils import CommonKeys as Keys
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.data import DataLoader, DistributedSampler
+
+from monai_unlearn.inner import frozen_copy
+from monai_unlearn.methods import UnlearningBatch, UnlearningMethod, create_method
+
+__all__ = ["UnlearningTrainer", "BATCHNORM_POLICIES", "PAIRINGS", "unwrap_network"]
+
+logger = logging.getLogger(__name__)
+
+BATCHNORM_POLICIES = ("train", "eval", "frozen")
+PAIRINGS = ("flag", "loaders")
+
+
+def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
+    """Return the module inside ``DistributedDataParallel``/``DataParallel`` or ``torch.compile`` wrappers."""
+    while True:
+        if hasattr(network, "_orig_mod"):
+            network = network._orig_mod
+        elif isinstance(network, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            network = network.module
+        else:
+            return network
+
+
+def _plain(tensor: torch.Tensor) -> torch.Tensor:
+    """Drop the MetaTensor subclass: the unlearning arithmetic needs plain tensors and no metadata tracking."""
+    return tensor.as_tensor() if hasattr(tensor, "as_tensor") else tensor
+
+
+class UnlearningTrainer(SupervisedTrainer):
+    """Supervised trainer that revises a trained network so that it forgets a forget set.
+
+    Each iteration is one outer step: the forget batch (and a retain batch when the method uses one) goes to the
+    unlearning method, which returns the loss; the trainer back-propagates it, lets the method adjust the gradients,
+    and steps the optimizer. One epoch is one pass over the forget set, so ``max_epochs`` is the pass budget.
+
+    Two ways to give the forget and retain sets:
+
+    - ``pairing="flag"`` (the default when ``retain_loader`` is None): ``train_data_loader`` is the bundle's training
+      loader and every sample carries an integer forget flag under ``forget_key`` (written before collation by
+      :class:`~monai_unlearn.transforms.TagForgetd`); each batch is split into its forget and retain samples.
+    - ``pairing="loaders"`` (the default when ``retain_loader`` is given): ``train_data_loader`` yields forget
+      samples only and retain batches are drawn from ``retain_loader``, cycling it, only when the method uses them.
+
+    The frozen original network is a copy of ``network`` taken at the first iteration, after the bundle's
+    ``CheckpointLoader`` has loaded the trained weights at ``Events.STARTED``. Its weights, the noise generator's state
+    and the method's state are part of :meth:`state_dict`, so a checkpointed revision resumes against the same original.
+
+    Args:
+        device, max_epochs, train_data_loader, network, optimizer: as for ``monai.engines.SupervisedTrainer``.
+        loss_function: the bundle's loss. Accepted so that a bundle's trainer arguments are reused unchanged; the
+            unlearning losses are defined by the method.
+        method: name of a registered method (``"psg"``, ``"boundary_shrink"``, ``"psg_retain"``, ``"psg_soft"``,
+            ``"psg_multistep"`` and the baselines) or an :class:`~monai_unlearn.methods.UnlearningMethod`.
+        method_kwargs: settings passed to the registered method, for example ``{"epsilon": 0.1}``.
+        retain_loader: loader of retain samples for ``pairing="loaders"``.
+        pairing: ``"flag"`` or ``"loaders"``; None infers it from ``retain_loader``.
+        forget_key: batch key of the integer forget flag (``pairing="flag"``).
+        region_key: segmentation only: batch key of a boolean forget-region map; None treats whole images as forget
+            regions.
+        batchnorm: BatchNorm policy of the trainable network: ``"train"`` (batch statistics, running statistics
+            updated, as in the reference code), ``"eval"`` (running statistics used and kept; affine parameters
+            trained) or ``"frozen"`` (as ``"eval"``, and the affine parameters are not updated either). Forget-only
+            batches drag the running statistics under ``"train"``.
+        original_network: the frozen original network, if it is not a copy of ``network``; it is put in eval mode
+            and its parameters stop requiring gradients.
+        seed: seed of the trainer's ``torch.Generator`` (noise and random starts of the inner search). The rank is
+            added under ``torch.distributed``.
+        check_inputs: raise on NaN or infinite images before each outer step.
+        kwargs: other arguments of ``monai.engines.SupervisedTrainer`` (``train_handlers``, ``amp``, ...).
+
+    Raises:
+        ValueError: for an unknown method, pairing or BatchNorm policy, or a retain loader given with
+            ``pairing="flag"``; during the run, for a batch without a forget flag, an empty forget or retain set,
+            labels that do not fit the network, or non-finite images.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable | DataLoader,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_function: Any = None,
+        method: str | UnlearningMethod = "psg",
+        method_kwargs: dict[str, Any] | None = None,
+        retain_loader: Iterable | DataLoader | None = None,
+        pairing: str | None = None,
+        forget_key: str = "forget",
+        region_key: str | None = None,
+        batchnorm: str = "train",
+        original_network: torch.nn.Module | None = None,
+        seed: int = 0,
+        check_inputs: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if batchnorm not in BATCHNORM_POLICIES:
+            raise ValueError(f"Invalid batchnorm policy {batchnorm!r}: expected one of {BATCHNORM_POLICIES}.")
+        if pairing is None:
+            pairing = "loaders" if retain_loader is not None else "flag"
+        if pairing not in PAIRINGS:
+            raise ValueError(f"Invalid pairing {pairing!r}: expected one of {PAIRINGS}.")
+        if pairing == "flag" and retain_loader is not None:
+            raise ValueError(
+                "retain_loader was given with pairing='flag'; use pairing='loaders' (the training loader then "
+                "yields forget samples only) or drop retain_loader and tag samples with TagForgetd."
+            )
+        if loss_function is None:
+            loss_function = torch.nn.CrossEntropyLoss()
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=network,
+            optimizer=optimizer,
+            loss_function=loss_function,
+            **kwargs,
+        )
+        self.method = create_method(method, **(method_kwargs or {}))
+        self.retain_loader = retain_loader
+        self.pairing = pairing
+        self.forget_key = forget_key
+        self.region_key = region_key
+        self.batchnorm = batchnorm
+        self.check_inputs = check_inputs
+        self.seed = int(seed)
+        self.original_network: torch.nn.Module | None = None
+        if original_network is not None:
+            original_network.eval()
+            original_network.requires_grad_(False)
+            self.original_network = original_network
+        self._pending_original_state: dict | None = None
+        self._method_ready = False
+        self._retain_iterator: Iterator | None = None
+        self._retain_epoch = 0
+        self.history: list[dict[str, float]] = []
+        self._pass_totals: dict[str, float] = {}
+
+        self.generator = torch.Generator(device=self.state.device)
+        self.generator.manual_seed(self.seed + self._rank())
+
+        self.add_event_handler(Events.STARTED, self._check_loaders)
+        self.add_event_handler(Events.EPOCH_STARTED, self._reset_pass_totals)
+        self.add_event_handler(Events.EPOCH_COMPLETED, self._complete_pass)
+        self.add_event_handler(Events.COMPLETED, self._finalize_method)
+
+    @staticmethod
+    def _rank() -> int:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank()
+        return 0
+
+    # ----------------------------------------------------------------------------------------------------- events
+    def fire_inner_iteration_started(self, inner_step: int) -> None:
+        """Fire MONAI's ``INNER_ITERATION_STARTED`` with ``state.inner_iteration`` set to the 0-based inner step."""
+        self.state.inner_iteration = inner_step
+        self.fire_event(IterationEvents.INNER_ITERATION_STARTED)
+
+    def fire_inner_iteration_completed(self, inner_step: int) -> None:
+        """Fire MONAI's ``INNER_ITERATION_COMPLETED`` after inner step ``inner_step``."""
+        self.state.inner_iteration = inner_step
+        self.fire_event(IterationEvents.INNER_ITERATION_COMPLETED)
+
+    def _check_loaders(self, _: Any = None) -> None:
+        if hasattr(self.data_loader, "__len__") and len(self.data_loader) == 0:
+            what = "forget loader" if self.pairing == "loaders" else "training loader"
+            raise ValueError(f"The {what} is empty: there is nothing to unlearn. Check the forget rule and the datalist.")
+        if self.pairing == "loaders" and self.method.uses_retain:
+            if self.retain_loader is None:
+                raise ValueError(
+                    f"Method {self.method.name!r} uses a retain term but pairing='loaders' got no retain_loader; "
+                    "pass retain_loader or set the retain weight to 0."
+                )
+            if hasattr(self.retain_loader, "__len__") and len(self.retain_loader) == 0:
+                raise ValueError("The retain loader is empty: the forget set covers the whole training set.")
+
+    def _reset_pass_totals(self, _: Any = None) -> None:
+        self._pass_totals = {"forget_samples": 0.0, "retain_samples": 0.0, "steps": 0.0}
+
+    def _complete_pass(self, _: Any = None) -> None:
+        totals = self._pass_totals
+        steps = max(totals.get("steps", 0.0), 1.0)
+        summary = {
+            "pass": float(self.state.epoch),
+            "forget_samples": totals.get("forget_samples", 0.0),
+            "retain_samples": totals.get("retain_samples", 0.0),
+        }
+        for key, value in totals.items():
+            if key.startswith("sum_"):
+                summary[key[4:]] = value / steps
+        if self.pairing == "flag":
+            if summary["forget_samples"] == 0:
+                raise ValueError(
+                    f"No sample of pass {self.state.epoch} had {self.forget_key}=1: the forget rule matched nothing. "
+                    "Check the rule of TagForgetd against the datalist."
+                )
+            if summary["retain_samples"] == 0:
+                raise ValueError(
+                    f"Every sample of pass {self.state.epoch} had {self.forget_key}=1: the forget set is the whole "
+                    "training set, so nothing would be retained. Narrow the forget rule or retrain from scratch."
+                )
+        self.history.append(summary)
+        for key in ("flip_rate", "forget_loss", "retain_loss"):
+            if key in summary:
+                self.state.metrics[key] = summary[key]
+        details = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if k != "pass")
+        logger.info("Unlearning pass %d/%d (%s): %s", self.state.epoch, self.state.max_epochs, self.method.name, details)
+        self.method.on_pass_completed(self)
+
+    def _finalize_method(self, _: Any = None) -> None:
+        self.method.finalize(self)
+
+    # ------------------------------------------------------------------------------------------------ state
+    def state_dict(self) -> Any:
+        """Return ignite's engine state plus the frozen original's weights, the generator state and the method state."""
+        state = super().state_dict()
+        original = None if self.original_network is None else unwrap_network(self.original_network).state_dict()
+        if original is None and self._pending_original_state is not None:
+            original = self._pending_original_state
+        state["unlearning"] = {
+            "original_network": original,
+            "generator": self.generator.get_state(),
+            "method": self.method.state_dict(),
+            "history": [dict(h) for h in self.history],
+        }
+        return state
+
+    def load_state_dict(self, state_dict: Any) -> None:
+        """Restore the state saved by :meth:`state_dict` (the original network is rebuilt at the next iteration)."""
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("unlearning", None)
+        super().load_state_dict(state_dict)
+        if extra is None:
+            return
+        if extra.get("original_network") is not None:
+            self._pending_original_state = extra["original_network"]
+            self.original_network = None
+        if extra.get("generator") is not None:
+            self.generator.set_state(extra["generator"].cpu() if hasattr(extra["generator"], "cpu") else extra["generator"])
+        self.method.load_state_dict(extra.get("method") or {})
+        self.history = [dict(h) for h in extra.get("history", [])]
+
+    # ------------------------------------------------------------------------------------------------ setup
+    def _ensure_ready(self) -> None:
+        if self.original_network is None:
+            original = frozen_copy(unwrap_network(self.network))
+            if self._pending_original_state is not None:
+                original.load_state_dict(self._pending_original_state)
+                self._pending_original_state = None
+            self.original_network = original
+        if not self._method_ready:
+            self.method.setup(self)
+            self._method_ready = True
+
+    def _apply_batchnorm_policy(self) -> None:
+        self.network.train()
+        if self.batchnorm == "train":
+            return
+        for module in self.network.modules():
+            if isinstance(module, _BatchNorm):
+                module.eval()
+
+    def _drop_batchnorm_gradients(self) -> None:
+        for module in self.network.modules():
+            if isinstance(module, _BatchNorm):
+                for parameter in module.parameters(recurse=False):
+                    parameter.grad = None
+
+    # ------------------------------------------------------------------------------------------------ batches
+    def _prepare(self, batchdata: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self.prepare_batch(batchdata, self.state.device, self.non_blocking, **self.to_kwargs)
+        inputs, targets = batch[0], batch[1]
+        if targets is None:
+            raise ValueError("The batch has no label; unlearning needs the labels of forget and retain samples.")
+        return _plain(inputs), _plain(targets)
+
+    def _region(self, batchdata: Any) -> torch.Tensor | None:
+        if self.region_key is None:
+            return None
+        if not isinstance(batchdata, dict) or self.region_key not in batchdata:
+            raise ValueError(
+                f"region_key={self.region_key!r} is set but the batch has no such key; "
+                "write the forget region in the preprocessing or set region_key=None."
+            )
+        return _plain(batchdata[self.region_key]).to(self.state.device).bool()
+
+    def _flags(self, batchdata: Any, batch_size: int) -> torch.Tensor:
+        if not isinstance(batchdata, dict) or self.forget_key not in batchdata:
+            keys = sorted(batchdata) if isinstance(batchdata, dict) else type(batchdata).__name__
+            raise ValueError(
+                f"The batch has no forget flag {self.forget_key!r} (batch keys: {keys}). Add "
+                "monai_unlearn.transforms.TagForgetd to the preprocessing before collation, or give separate forget "
+                "and retain loaders (retain_loader=...)."
+            )
+        raw = batchdata[self.forget_key]
+        flags = torch.as_tensor(_plain(raw) if torch.is_tensor(raw) else raw).reshape(-1)
+        if flags.numel() != batch_size:
+            raise ValueError(
+                f"The forget flag {self.forget_key!r} has {flags.numel()} values for a batch of {batch_size} samples; "
+                "write one integer flag per sample before any transform that makes several crops."
+            )
+        if flags.numel() and not bool(((flags == 0) | (flags == 1)).all()):
+            raise ValueError(f"Forget flags must be 0 or 1, got values {sorted(set(flags.tolist()))}.")
+        return flags.to(self.state.device).bool()
+
+    def _next_retain_batch(self) -> UnlearningBatch:
+        if self._retain_iterator is None:
+            self._retain_iterator = iter(self.retain_loader)  # type: ignore[arg-type]
+        try:
+            batchdata = next(self._retain_iterator)
+        except StopIteration:
+            self._retain_epoch += 1
+            sampler = getattr(self.retain_loader, "sampler", None)
+            if isinstance(sampler, DistributedSampler):
+                sampler.set_epoch(self._retain_epoch)
+            self._retain_iterator = iter(self.retain_loader)  # type: ignore[arg-type]
+            batchdata = next(self._retain_iterator)
+        images, labels = self._prepare(batchdata)
+        return UnlearningBatch(images=images, labels=labels)
+
+    def _split_batch(self, batchdata: Any) -> tuple[UnlearningBatch | None, UnlearningBatch | None]:
+        images, labels = self._prepare(batchdata)
+        region = self._region(batchdata)
+        if self.pairing == "loaders":
+            if isinstance(batchdata, dict) and self.forget_key in batchdata:
+                flags = self._flags(batchdata, images.shape[0])
+                if not bool(flags.all()):
+                    raise ValueError(
+                        f"The forget loader yielded samples with {self.forget_key}=0; with pairing='loaders' every "
+                        "sample of the training loader must be a forget sample."
+                    )
+            forget = UnlearningBatch(images=images, labels=labels, region=region)
+            retain = self._next_retain_batch() if self.method.uses_retain else None
+            return forget, retain
+        flags = self._flags(batchdata, images.shape[0])
+        forget = retain = None
+        if bool(flags.any()):
+            forget = UnlearningBatch(
+                images=images[flags], labels=labels[flags], region=None if region is None else region[flags]
+            )
+        if not bool(flags.all()):
+            keep = ~flags
+            retain = UnlearningBatch(images=images[keep], labels=labels[keep])
+        return forget, retain
+
+    def _check_finite(self, batch: UnlearningBatch | None, side: str) -> None:
+        if batch is None or not self.check_inputs:
+            return
+        if not bool(torch.isfinite(batch.images).all()):
+            raise ValueError(
+                f"The {side} images of iteration {self.state.iteration} contain NaN or infinite values; "
+                "fix the preprocessing (for example scale intensities and replace missing values) before unlearning."
+            )
+
+    # ------------------------------------------------------------------------------------------------ iteration
+    def _iteration(self, engine: UnlearningTrainer, batchdata: Any) -> dict:  # type: ignore[override]
+        """Run one outer step and return the outputs that MONAI handlers read.
+
+        Returns a dictionary with ``image``, ``label`` and ``pred`` (forget samples first, then retain samples),
+        ``loss``, the counts ``forget_samples`` and ``retain_samples``, and the method's scalar diagnostics.
+
+        Raises:
+            ValueError: when ``batchdata`` is None or the batch fails the checks described in the class docstring.
+        """
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        engine._ensure_ready()
+
+        forget, retain = engine._split_batch(batchdata)
+        if not engine.method.uses_forget:
+            forget = None
+        if not engine.method.uses_retain:
+            retain = None
+        engine._check_finite(forget, "forget")
+        engine._check_finite(retain, "retain")
+
+        engine._apply_batchnorm_policy()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+
+        output: dict[str, Any] = {}
+        if forget is None and retain is None:
+            # A flag-mode batch with only retain samples while the method has no retain term: nothing to learn.
+            output[Keys.LOSS] = torch.zeros((), device=engine.state.device)
+            engine.state.output = output
+            engine.fire_event(IterationEvents.MODEL_COMPLETED)
+            return engine.state.output
+
+        if engine.amp and engine.scaler is not None:
+            with torch.autocast("cuda", **engine.amp_kwargs):
+                step = engine.method.compute_loss(engine, forget, retain)
+        else:
+            step = engine.method.compute_loss(engine, forget, retain)
+        output.update(self._collect_outputs(forget, retain, step.forget_logits, step.retain_logits))
+        engine.state.output = output
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+
+        output[Keys.LOSS] = step.loss.detach()
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+
+        if engine.amp and engine.scaler is not None:
+            engine.scaler.scale(step.loss).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.scaler.unscale_(engine.optimizer)
+            engine.method.before_optimizer_step(engine)
+            if engine.batchnorm == "frozen":
+                engine._drop_batchnorm_gradients()
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        else:
+            step.loss.backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.method.before_optimizer_step(engine)
+            if engine.batchnorm == "frozen":
+                engine._drop_batchnorm_gradients()
+            engine.optimizer.step()
+
+        forget_count = 0 if forget is None else len(forget)
+        retain_count = 0 if retain is None else len(retain)
+        output["forget_samples"] = forget_count
+        output["retain_samples"] = retain_count
+        output.update(step.metrics)
+        engine._accumulate(step.metrics, forget_count, retain_count)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        # Return the attribute, not the local dict: MONAI's decollate handler replaces it at MODEL_COMPLETED.
+        return engine.state.output
+
+    def _accumulate(self, metrics: dict[str, float], forget_count: int, retain_count: int) -> None:
+        totals = self._pass_totals
+        totals["forget_samples"] = totals.get("forget_samples", 0.0) + forget_count
+        totals["retain_samples"] = totals.get("retain_samples", 0.0) + retain_count
+        totals["steps"] = totals.get("steps", 0.0) + 1
+        for key, value in metrics.items():
+            totals[f"sum_{key}"] = totals.get(f"sum_{key}", 0.0) + float(value)
+
+    @staticmethod
+    def _collect_outputs(
+        forget: UnlearningBatch | None,
+        retain: UnlearningBatch | None,
+        forget_logits: torch.Tensor | None,
+        retain_logits: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
+        images: list[torch.Tensor] = []
+        labels: list[torch.Tensor] = []
+        preds: list[torch.Tensor] = []
+        for batch, logits in ((forget, forget_logits), (retain, retain_logits)):
+            if batch is None or logits is None:
+                continue
+            images.append(batch.images)
+            labels.append(batch.labels)
+            preds.append(logits.detach())
+        if not preds:
+            return {}
+        try:
+            return {Keys.IMAGE: torch.cat(images), Keys.LABEL: torch.cat(labels), Keys.PRED: torch.cat(preds)}
+        except RuntimeError:
+            # Forget and retain labels from different loaders may have different layouts; report the forget side.
+            return {Keys.IMAGE: images[0], Keys.LABEL: labels[0], Keys.PRED: preds[0]}

@@ -1,0 +1,45 @@
+# Copyright (c) monai_unlearn developers
+# Licensed under the Apache License, Version 2.0 (the "License").
+"""Transforms: forget rules and the tagging transform that writes the forget flag of each sample."""
+
+from __future__ import annotations
+
+from .rules import (
+    COMPARISONS,
+    AllOf,
+    AnyOf,
+    CaseIdIn,
+    FieldCompare,
+    FieldEquals,
+    FieldIn,
+    FieldMatches,
+    ForgetRule,
+    LabelIn,
+    MissingFieldError,
+    Not,
+    as_rule,
+    parse_rule,
+    split_datalist,
+)
+from .tag_forget import TagForgetd, TagForgetD, TagForgetDict
+
+__all__ = [
+    "COMPARISONS",
+    "AllOf",
+    "AnyOf",
+    "CaseIdIn",
+    "FieldCompare",
+    "FieldEquals",
+    "FieldIn",
+    "FieldMatches",
+    "ForgetRule",
+    "LabelIn",
+    "MissingFieldError",
+    "Not",
+    "TagForgetD",
+    "TagForgetDict",
+    "TagForgetd",
+    "as_rule",
+    "parse_rule",
+    "split_datalist",
+]

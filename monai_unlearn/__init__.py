@@ -11,6 +11,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import engines, inner, losses, methods, optimizers, transforms  # noqa: E402
+from . import data, engines, handlers, inner, losses, methods, metrics, optimizers, transforms  # noqa: E402
 
-__all__ = ["__version__", "engines", "inner", "losses", "methods", "optimizers", "transforms"]
+__all__ = [
+    "__version__",
+    "data",
+    "engines",
+    "handlers",
+    "inner",
+    "losses",
+    "methods",
+    "metrics",
+    "optimizers",
+    "transforms",
+]

@@ -201,11 +201,10 @@ class UnlearningTrainer(SupervisedTrainer):
                 raise ValueError("The retain loader is empty: the forget set covers the whole training set.")
 
     def _reset_pass_totals(self, _: Any = None) -> None:
-        self._pass_totals = {"forget_samples": 0.0, "retain_samples": 0.0, "steps": 0.0}
+        self._pass_totals = {"forget_samples": 0.0, "retain_samples": 0.0}
 
     def _complete_pass(self, _: Any = None) -> None:
         totals = self._pass_totals
-        steps = max(totals.get("steps", 0.0), 1.0)
         summary = {
             "pass": float(self.state.epoch),
             "forget_samples": totals.get("forget_samples", 0.0),
@@ -213,7 +212,7 @@ class UnlearningTrainer(SupervisedTrainer):
         }
         for key, value in totals.items():
             if key.startswith("sum_"):
-                summary[key[4:]] = value / steps
+                summary[key[4:]] = value / totals[f"count_{key[4:]}"]
         if self.pairing == "flag":
             if summary["forget_samples"] == 0:
                 raise ValueError(
@@ -393,6 +392,9 @@ class UnlearningTrainer(SupervisedTrainer):
         engine._ensure_ready()
 
         forget, retain = engine._split_batch(batchdata)
+        # Counted before the method's needs drop a side, so the pass summary shows what the loader delivered.
+        forget_count = 0 if forget is None else len(forget)
+        retain_count = 0 if retain is None else len(retain)
         if not engine.method.uses_forget:
             forget = None
         if not engine.method.uses_retain:
@@ -407,6 +409,7 @@ class UnlearningTrainer(SupervisedTrainer):
         if forget is None and retain is None:
             # A flag-mode batch with only retain samples while the method has no retain term: nothing to learn.
             output[Keys.LOSS] = torch.zeros((), device=engine.state.device)
+            engine._accumulate({}, forget_count, retain_count)
             engine.state.output = output
             engine.fire_event(IterationEvents.MODEL_COMPLETED)
             return engine.state.output
@@ -440,8 +443,6 @@ class UnlearningTrainer(SupervisedTrainer):
                 engine._drop_batchnorm_gradients()
             engine.optimizer.step()
 
-        forget_count = 0 if forget is None else len(forget)
-        retain_count = 0 if retain is None else len(retain)
         output["forget_samples"] = forget_count
         output["retain_samples"] = retain_count
         output.update(step.metrics)
@@ -454,9 +455,9 @@ class UnlearningTrainer(SupervisedTrainer):
         totals = self._pass_totals
         totals["forget_samples"] = totals.get("forget_samples", 0.0) + forget_count
         totals["retain_samples"] = totals.get("retain_samples", 0.0) + retain_count
-        totals["steps"] = totals.get("steps", 0.0) + 1
         for key, value in metrics.items():
             totals[f"sum_{key}"] = totals.get(f"sum_{key}", 0.0) + float(value)
+            totals[f"count_{key}"] = totals.get(f"count_{key}", 0.0) + 1
 
     @staticmethod
     def _collect_outputs(

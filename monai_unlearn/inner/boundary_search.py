@@ -169,7 +169,7 @@ class BoundarySearch:
     ) -> None:
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"Invalid number of inner steps: {steps!r}. It must be an integer >= 1.")
-        if not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon) or epsilon <= 0:
+        if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or not math.isfinite(epsilon) or epsilon <= 0:
             raise ValueError(f"Invalid epsilon: {epsilon!r}. It must be a finite number > 0 (input units).")
         if isinstance(early_stop, str):
             if early_stop != "flip":
@@ -180,6 +180,8 @@ class BoundarySearch:
             raise ValueError(f"Invalid top_k: {top_k!r}. It must be an integer >= 1, or None for all classes.")
         if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
             raise ValueError(f"Invalid temperature: {temperature!r}. It must be a finite number > 0.")
+        if box is not None and len(box) != 2:
+            raise ValueError(f"Invalid box: {box!r}. Expected a pair (low, high).")
         if not isinstance(closeness, ClosenessSchedule):
             closeness = ClosenessSchedule(closeness)
         self.epsilon = float(epsilon)
@@ -217,7 +219,7 @@ class BoundarySearch:
 
     @staticmethod
     def _check_frozen(network: torch.nn.Module) -> None:
-        if network.training or any(p.requires_grad for p in network.parameters()):
+        if any(module.training for module in network.modules()) or any(p.requires_grad for p in network.parameters()):
             raise ValueError(
                 "BoundarySearch needs the frozen original network (eval mode, no parameter gradients); "
                 "pass monai_unlearn.inner.frozen_copy(network) instead of the trainable network."

@@ -25,6 +25,8 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: s
     It differs from ``KL(q || softmax(z))`` by the entropy of ``q``, a constant, so both have the same gradient.
     ``reduction`` is ``"mean"`` (over samples and voxels), ``"sum"`` or ``"none"`` (shape ``(B, *spatial)``).
     """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"Invalid reduction {reduction!r}: expected 'mean', 'sum' or 'none'.")
     if logits.shape != targets.shape:
         raise ValueError(f"Soft targets of shape {tuple(targets.shape)} do not match logits {tuple(logits.shape)}.")
     loss = -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1)

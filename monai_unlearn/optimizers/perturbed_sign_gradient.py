@@ -147,7 +147,7 @@ class PerturbedSignGradient(Optimizer):
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"Invalid lr (step size): {lr!r}. It must be a finite number > 0.")
         if epsilon is not None:
-            if not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon) or epsilon <= 0:
+            if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or not math.isfinite(epsilon) or epsilon <= 0:
                 raise ValueError(f"Invalid epsilon: {epsilon!r}. It must be a finite number > 0, or None for no ball.")
         if box is not None:
             box = self._check_box(box)
@@ -157,7 +157,7 @@ class PerturbedSignGradient(Optimizer):
         _check_finite_non_negative("closeness", closeness)
         if lr_schedule not in STEP_SIZE_SCHEDULES:
             raise ValueError(f"Invalid lr_schedule {lr_schedule!r}: expected one of {STEP_SIZE_SCHEDULES}.")
-        if total_steps is not None and (not isinstance(total_steps, int) or total_steps < 1):
+        if total_steps is not None and (not isinstance(total_steps, int) or isinstance(total_steps, bool) or total_steps < 1):
             raise ValueError(f"Invalid total_steps: {total_steps!r}. It must be an integer >= 1.")
         if lr_schedule == "inverse_sqrt_total" and total_steps is None:
             raise ValueError("lr_schedule 'inverse_sqrt_total' needs total_steps (the number of inner steps K).")

@@ -36,13 +36,15 @@ class ClosenessSchedule:
     def __init__(
         self, initial: float, kind: str = "constant", rate: float | None = None, total_steps: int | None = None
     ) -> None:
-        if not isinstance(initial, (int, float)) or not math.isfinite(initial) or initial < 0:
+        if not isinstance(initial, (int, float)) or isinstance(initial, bool) or not math.isfinite(initial) or initial < 0:
             raise ValueError(f"Invalid closeness weight: {initial!r}. It must be a finite number >= 0.")
         if kind not in CLOSENESS_SCHEDULES:
             raise ValueError(f"Invalid closeness schedule {kind!r}: expected one of {CLOSENESS_SCHEDULES}.")
         if kind == "exponential" and (rate is None or not math.isfinite(rate) or rate <= 0):
             raise ValueError(f"The exponential closeness schedule needs a rate > 0, got {rate!r}.")
-        if kind == "linear" and (total_steps is None or total_steps < 1):
+        if kind == "linear" and (
+            not isinstance(total_steps, int) or isinstance(total_steps, bool) or total_steps < 1
+        ):
             raise ValueError(f"The linear closeness schedule needs total_steps >= 1, got {total_steps!r}.")
         self.initial = float(initial)
         self.kind = kind

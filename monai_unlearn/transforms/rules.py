@@ -12,6 +12,8 @@ whole datalist.
 from __future__ import annotations
 
 import ast
+import csv
+import io
 import json
 import math
 import operator
@@ -81,9 +83,14 @@ def _normalise_text(value: Any, case_sensitive: bool) -> Any:
     if isinstance(value, str):
         text = value.strip().strip("\x00").strip()
         return text if case_sensitive else text.casefold()
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+    if _is_multi_value(value) and len(value) and all(isinstance(v, str) for v in value):
         return tuple(_normalise_text(v, case_sensitive) for v in value)
     return value
+
+
+def _is_multi_value(value: Any) -> bool:
+    """Return True for list-like values, including pydicom MultiValue, but not for text, arrays or tensors."""
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
 
 
 class ForgetRule:
@@ -189,9 +196,12 @@ class LabelIn(FieldIn):
     def matches(self, data: Mapping[str, Any]) -> bool:
         label = _scalar(self._get(data, self.key))
         try:
-            return int(label) in self._expected
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"LabelIn needs an integer class label in {self.key!r}, got {label!r}.") from error
+            integral = isinstance(label, (int, float)) and float(label).is_integer()
+        except (TypeError, ValueError, OverflowError):
+            integral = False
+        if not integral:
+            raise ValueError(f"LabelIn needs an integer class label in {self.key!r}, got {label!r}.")
+        return int(label) in self._expected
 
 
 class FieldMatches(ForgetRule):
@@ -282,18 +292,19 @@ class CaseIdIn(ForgetRule):
     def _read_ids(path: Path, id_column: str) -> list[str]:
         if not path.is_file():
             raise FileNotFoundError(f"Case ID list {str(path)!r} not found; pass a list of IDs or an existing file.")
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
         if path.suffix.lower() == ".json":
             loaded = json.loads(text)
             if not isinstance(loaded, list):
                 raise ValueError(f"{str(path)!r} must contain a JSON list of case IDs, got {type(loaded).__name__}.")
             return [str(v) for v in loaded]
-        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
         if path.suffix.lower() == ".csv":
-            lines = [line.split(",")[0].strip() for line in lines]
-            if lines and lines[0] == id_column:
-                lines = lines[1:]
-        return lines
+            rows = [row for row in csv.reader(io.StringIO(text)) if row and row[0].strip()]
+            ids = [row[0].strip() for row in rows if not row[0].lstrip().startswith("#")]
+            if ids and ids[0] == id_column:
+                ids = ids[1:]
+            return ids
+        return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
     def fields(self) -> list[str]:
         return [self.key]
@@ -325,10 +336,24 @@ class AllOf(ForgetRule):
 
 
 class AnyOf(AllOf):
-    """Forget samples that at least one of ``rules`` selects."""
+    """Forget samples that at least one of ``rules`` selects.
+
+    A branch whose field the sample lacks does not stop the others: the sample is forgotten when another branch
+    selects it (a listed case ID still counts when the sample has no ``site``). Only when no branch selects it and
+    some branch lacked its field does :class:`MissingFieldError` propagate.
+    """
 
     def matches(self, data: Mapping[str, Any]) -> bool:
-        return any(r.matches(data) for r in self.rules)
+        missing: MissingFieldError | None = None
+        for rule in self.rules:
+            try:
+                if rule.matches(data):
+                    return True
+            except MissingFieldError as error:
+                missing = missing or error
+        if missing is not None:
+            raise missing
+        return False
 
     def describe(self) -> str:
         return "(" + " or ".join(r.describe() for r in self.rules) + ")"
@@ -353,8 +378,10 @@ class Not(ForgetRule):
 def _scalar_or_text(value: Any) -> Any:
     if isinstance(value, str):
         return value
-    if isinstance(value, (list, tuple)) and len(value) != 1:
+    if _is_multi_value(value) and len(value) != 1:
         return tuple(value)
+    if _is_multi_value(value):
+        return _scalar_or_text(value[0])
     return _scalar(value)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets import DenseNet
 
+from monai_unlearn.data import DATA_DIR_ENV, resolve_data_dir
 from monai_unlearn.inner import frozen_copy
 
-DATA_ENV_VARIABLE = "MONAI_UNLEARN_DATA"
+DATA_ENV_VARIABLE = DATA_DIR_ENV
 BREASTMNIST_FILE = Path("medmnist") / "breastmnist_resaved.npz"
 
 # Training of the small classifier: about 1.7 s on one CPU thread, reaching about 92 % training accuracy.
@@ -25,11 +26,11 @@ MIN_TRAIN_ACCURACY = 0.75
 
 
 def data_dir() -> Path:
-    """Return the real-data directory: ``$MONAI_UNLEARN_DATA``, else ``shared/data`` next to the repository."""
-    configured = os.environ.get(DATA_ENV_VARIABLE)
-    if configured:
-        return Path(configured)
-    return Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    """Return the real-data directory (``$MONAI_UNLEARN_DATA``, else ``../shared/data``), or skip the test."""
+    try:
+        return resolve_data_dir()
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +111,98 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor) -> torch.nn.Mod
             loss.backward()
             optimizer.step()
     return network.eval()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The modality dataset (3 classes from real images) at a small setting, and a classifier trained on it.
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+MODALITY_BUNDLE = REPOSITORY / "bundles" / "modality_classifier"
+SMALL_MODALITY_SETTING = dict(
+    chest_counts=(60, 20, 40),
+    breast_counts=(60, 20, 40),
+    max_hippocampus_cases=20,
+    hippocampus_slices=(0.5,),
+    max_dicom_files_per_vendor=30,
+)
+
+
+@pytest.fixture(scope="session")
+def modality_small(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Build the small modality dataset once: its folder, datalist path and the parsed datalist."""
+    from monai_unlearn.data import build_modality_dataset
+
+    folder = tmp_path_factory.mktemp("modality_small")
+    datalist_path = build_modality_dataset(folder, data_dir=data_dir(), **SMALL_MODALITY_SETTING)
+    datalist = json.loads(datalist_path.read_text())
+    for split in ("training", "validation", "test"):
+        for entry in datalist[split]:
+            entry["image"] = str(folder / entry["image"])
+    return {"folder": folder, "datalist_path": datalist_path, "datalist": datalist}
+
+
+def load_modality_split(modality_small: dict, split: str) -> list[dict]:
+    """Return the entries of a split with their images loaded as float tensors ``(1, 28, 28)`` in [0, 1]."""
+    from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, Resized, ScaleIntensityd
+
+    load = Compose(
+        [
+            LoadImaged(keys="image", image_only=True),
+            EnsureChannelFirstd(keys="image", channel_dim="no_channel"),
+            ScaleIntensityd(keys="image", minv=0.0, maxv=1.0),
+            Resized(keys="image", spatial_size=(28, 28), mode="area"),
+            EnsureTyped(keys="image", dtype=torch.float32, track_meta=False),
+        ]
+    )
+    return [load(dict(entry)) for entry in modality_small["datalist"][split]]
+
+
+@dataclass
+class ModalityClassifier:
+    """A 3-class modality DenseNet trained on the small real dataset, with its loaded training and test entries."""
+
+    network: torch.nn.Module
+    train: list[dict]
+    test: list[dict]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.network.state_dict().items()}
+
+
+def make_modality_network() -> torch.nn.Module:
+    """Return the small 2-D DenseNet used for the modality classifier in tests (BatchNorm included)."""
+    return DenseNet(spatial_dims=2, in_channels=1, out_channels=3, init_features=8, growth_rate=8, block_config=(2, 2))
+
+
+@pytest.fixture(scope="session")
+def modality_classifier(modality_small: dict) -> ModalityClassifier:
+    """Train the modality DenseNet for a few seconds (seeded, one thread) and check that it learned the classes."""
+    train = load_modality_split(modality_small, "training")
+    test = load_modality_split(modality_small, "test")
+    images = torch.stack([e["image"] for e in train])
+    labels = torch.tensor([e["label"] for e in train])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        network = make_modality_network()
+        optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
+        order_generator = torch.Generator().manual_seed(0)
+        for _ in range(15):
+            network.train()
+            order = torch.randperm(len(images), generator=order_generator)
+            for start in range(0, len(images), 32):
+                batch = order[start : start + 32]
+                loss = F.cross_entropy(network(images[batch]), labels[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    network.eval()
+    test_images = torch.stack([e["image"] for e in test])
+    test_labels = torch.tensor([e["label"] for e in test])
+    with torch.no_grad():
+        accuracy = float((network(test_images).argmax(dim=1) == test_labels).float().mean())
+    assert accuracy >= 0.9, f"the small modality classifier reached only {accuracy:.3f} test accuracy (expected >= 0.9)"
+    return ModalityClassifier(network=network, train=train, test=test)

@@ -159,13 +159,15 @@ class UnlearningTrainer(SupervisedTrainer):
         self._method_ready = False
         self._retain_iterator: Iterator | None = None
         self._retain_epoch = 0
+        self._last_images: torch.Tensor | None = None
+        self._last_labels: torch.Tensor | None = None
+        self._last_flags: torch.Tensor | None = None
         self.history: list[dict[str, float]] = []
         self._pass_totals: dict[str, float] = {}
 
         self.generator = torch.Generator(device=self.state.device)
         self.generator.manual_seed(self.seed + self._rank())
 
-        self.add_event_handler(Events.STARTED, self._check_loaders)
         self.add_event_handler(Events.EPOCH_STARTED, self._reset_pass_totals)
         self.add_event_handler(Events.EPOCH_COMPLETED, self._complete_pass)
         self.add_event_handler(Events.COMPLETED, self._finalize_method)
@@ -175,6 +177,16 @@ class UnlearningTrainer(SupervisedTrainer):
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             return torch.distributed.get_rank()
         return 0
+
+    def run(self) -> None:  # type: ignore[override]
+        """Check the loaders, then run the revision (MONAI skips an empty loader silently; this raises instead).
+
+        Raises:
+            ValueError: when the forget (or training) loader is empty, or the method needs a retain loader that is
+                missing or empty.
+        """
+        self._check_loaders()
+        super().run()
 
     # ----------------------------------------------------------------------------------------------------- events
     def fire_inner_iteration_started(self, inner_step: int) -> None:
@@ -187,7 +199,7 @@ class UnlearningTrainer(SupervisedTrainer):
         self.state.inner_iteration = inner_step
         self.fire_event(IterationEvents.INNER_ITERATION_COMPLETED)
 
-    def _check_loaders(self, _: Any = None) -> None:
+    def _check_loaders(self) -> None:
         if hasattr(self.data_loader, "__len__") and len(self.data_loader) == 0:
             what = "forget loader" if self.pairing == "loaders" else "training loader"
             raise ValueError(f"The {what} is empty: there is nothing to unlearn. Check the forget rule and the datalist.")
@@ -346,6 +358,7 @@ class UnlearningTrainer(SupervisedTrainer):
     def _split_batch(self, batchdata: Any) -> tuple[UnlearningBatch | None, UnlearningBatch | None]:
         images, labels = self._prepare(batchdata)
         region = self._region(batchdata)
+        self._last_images, self._last_labels, self._last_flags = images, labels, None
         if self.pairing == "loaders":
             if isinstance(batchdata, dict) and self.forget_key in batchdata:
                 flags = self._flags(batchdata, images.shape[0])
@@ -358,6 +371,7 @@ class UnlearningTrainer(SupervisedTrainer):
             retain = self._next_retain_batch() if self.method.uses_retain else None
             return forget, retain
         flags = self._flags(batchdata, images.shape[0])
+        self._last_flags = flags
         forget = retain = None
         if bool(flags.any()):
             forget = UnlearningBatch(
@@ -459,26 +473,29 @@ class UnlearningTrainer(SupervisedTrainer):
             totals[f"sum_{key}"] = totals.get(f"sum_{key}", 0.0) + float(value)
             totals[f"count_{key}"] = totals.get(f"count_{key}", 0.0) + 1
 
-    @staticmethod
     def _collect_outputs(
+        self,
         forget: UnlearningBatch | None,
         retain: UnlearningBatch | None,
         forget_logits: torch.Tensor | None,
         retain_logits: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
-        images: list[torch.Tensor] = []
-        labels: list[torch.Tensor] = []
-        preds: list[torch.Tensor] = []
-        for batch, logits in ((forget, forget_logits), (retain, retain_logits)):
-            if batch is None or logits is None:
-                continue
-            images.append(batch.images)
-            labels.append(batch.labels)
-            preds.append(logits.detach())
-        if not preds:
-            return {}
-        try:
-            return {Keys.IMAGE: torch.cat(images), Keys.LABEL: torch.cat(labels), Keys.PRED: torch.cat(preds)}
-        except RuntimeError:
-            # Forget and retain labels from different loaders may have different layouts; report the forget side.
-            return {Keys.IMAGE: images[0], Keys.LABEL: labels[0], Keys.PRED: preds[0]}
+        """Return image, label and pred aligned with ``engine.state.batch``, as MONAI's postprocessing expects.
+
+        MONAI pairs the i-th decollated batch item with the i-th output item. So with ``pairing="loaders"`` the
+        outputs are the forget samples (the batch), and with ``pairing="flag"`` they are the batch's samples in
+        batch order, or only its forget samples when the method computed no retain outputs.
+        """
+        has_forget = forget is not None and forget_logits is not None
+        has_retain = retain is not None and retain_logits is not None
+        flags = self._last_flags
+        if self.pairing == "flag" and has_forget and has_retain and flags is not None:
+            pred = forget_logits.detach().new_empty((flags.shape[0], *forget_logits.shape[1:]))
+            pred[flags] = forget_logits.detach()
+            pred[~flags] = retain_logits.detach()
+            return {Keys.IMAGE: self._last_images, Keys.LABEL: self._last_labels, Keys.PRED: pred}
+        if has_forget:
+            return {Keys.IMAGE: forget.images, Keys.LABEL: forget.labels, Keys.PRED: forget_logits.detach()}
+        if has_retain and self.pairing == "flag":
+            return {Keys.IMAGE: retain.images, Keys.LABEL: retain.labels, Keys.PRED: retain_logits.detach()}
+        return {}

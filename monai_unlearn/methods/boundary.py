@@ -80,7 +80,8 @@ class BoundaryUnlearning(UnlearningMethod):
         closeness_total_steps: horizon ``T`` of the linear schedule; None uses the trainer's total outer steps.
         box: ``(low, high)`` valid input range, or None for no box.
         random_start: start the search at a random point of the ball.
-        early_stop: None, ``"flip"`` or a probability threshold ``kappa``.
+        early_stop: ``"flip"``, a probability threshold ``kappa``, or False to run all inner steps (None keeps the
+            preset's choice).
         quantize_bits: round inner iterates to a ``2**bits`` grid over ``box`` (8-bit images only).
         soft_targets: train the forget samples towards soft targets instead of hard boundary labels.
         top_k: classes kept in soft targets (default 3).
@@ -110,7 +111,7 @@ class BoundaryUnlearning(UnlearningMethod):
         closeness_total_steps: int | None = None,
         box: tuple[float, float] | list[float] | None = None,
         random_start: bool | None = None,
-        early_stop: str | float | None = None,
+        early_stop: str | float | bool | None = None,
         quantize_bits: int | None = None,
         soft_targets: bool | None = None,
         top_k: int | None = None,
@@ -201,7 +202,7 @@ class BoundaryUnlearning(UnlearningMethod):
             closeness=schedule,
             box=self.box,
             random_start=s["random_start"],
-            early_stop=s["early_stop"],
+            early_stop=None if s["early_stop"] is False else s["early_stop"],
             quantize_bits=s["quantize_bits"],
             top_k=s["top_k"],
             temperature=s["temperature"],

@@ -162,7 +162,7 @@ class UnlearningTrainer(SupervisedTrainer):
         self._last_images: torch.Tensor | None = None
         self._last_labels: torch.Tensor | None = None
         self._last_flags: torch.Tensor | None = None
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, Any]] = []
         self._pass_totals: dict[str, float] = {}
 
         self.generator = torch.Generator(device=self.state.device)
@@ -217,10 +217,10 @@ class UnlearningTrainer(SupervisedTrainer):
 
     def _complete_pass(self, _: Any = None) -> None:
         totals = self._pass_totals
-        summary = {
-            "pass": float(self.state.epoch),
-            "forget_samples": totals.get("forget_samples", 0.0),
-            "retain_samples": totals.get("retain_samples", 0.0),
+        summary: dict[str, Any] = {
+            "pass": int(self.state.epoch),
+            "forget_samples": int(totals.get("forget_samples", 0)),
+            "retain_samples": int(totals.get("retain_samples", 0)),
         }
         for key, value in totals.items():
             if key.startswith("sum_"):

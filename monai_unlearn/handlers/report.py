@@ -75,6 +75,9 @@ class UnlearningReport:
             original training; when given, the report compares the revision's wall time with it.
         network: network to evaluate; None uses ``engine.network``.
         prepare_batch: function that extracts image and label from a batch, as in MONAI engines.
+        evaluate_fn: the task's evaluation, called as ``evaluate_fn(network, loader, device, forget_key, class_names,
+            prepare_batch)``; it returns an object whose ``summary`` dict holds the split's metrics.
+            :func:`~monai_unlearn.metrics.evaluate_classifier` by default.
         report_name: stem of the report files.
         name: name of the handler's logger.
     """
@@ -89,6 +92,7 @@ class UnlearningReport:
         training_record: str | os.PathLike | None = None,
         network: torch.nn.Module | None = None,
         prepare_batch: Callable = default_prepare_batch,
+        evaluate_fn: Callable = evaluate_classifier,
         report_name: str = "unlearning_report",
         name: str = "UnlearningReport",
     ) -> None:
@@ -102,6 +106,7 @@ class UnlearningReport:
         self.training_record = Path(training_record) if training_record is not None else None
         self.network = network
         self.prepare_batch = prepare_batch
+        self.evaluate_fn = evaluate_fn
         self.report_name = report_name
         self.logger = logging.getLogger(name)
         self.before: dict[str, dict[str, Any]] = {}
@@ -122,7 +127,7 @@ class UnlearningReport:
         device = getattr(engine.state, "device", None) or "cpu"
         results = {}
         for split, loader in self.loaders.items():
-            evaluation = evaluate_classifier(
+            evaluation = self.evaluate_fn(
                 self._network(engine), loader, device, self.forget_key, self.class_names, self.prepare_batch
             )
             results[split] = evaluation.summary

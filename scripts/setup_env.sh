@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Create (or reuse) a virtual environment and install monai_unlearn with its test extra into it.
 # Usage: bash scripts/setup_env.sh [VENV_DIR]   (default: .venv in the repository root)
-# torch 2.13.0 is installed first so that pip takes the CPU wheel instead of a multi-gigabyte CUDA build;
-# set MONAI_UNLEARN_TORCH to another requirement (for example "torch" for your platform's default build) to change it.
+# torch 2.13.0 is installed first, so that pip takes the CPU wheel instead of a multi-gigabyte CUDA build.
+# Set MONAI_UNLEARN_TORCH to another requirement (for example "torch" for your platform's default build) to change it.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 venv=${1:-$repo/.venv}

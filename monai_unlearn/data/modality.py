@@ -60,7 +60,7 @@ def to_uint8(image: np.ndarray, low_percentile: float = 0.5, high_percentile: fl
 def split_mosaic(pixels: np.ndarray, number_of_images: int) -> list[np.ndarray]:
     """Split a SIEMENS mosaic into its slices.
 
-    A mosaic stores ``n`` slices as tiles of a square grid of ``ceil(sqrt(n))`` tiles per side, row by row; the
+    A mosaic stores ``n`` slices as tiles of a square grid of ``ceil(sqrt(n))`` tiles per side, row by row. The
     trailing tiles of the grid are empty.
 
     Raises:
@@ -150,7 +150,12 @@ def _hippocampus_entries(
     n_val = int(round(split_fractions[1] * len(paths)))
     split_of = {}
     for rank, index in enumerate(order):
-        split_of[index] = "training" if rank < n_train else ("validation" if rank < n_train + n_val else "test")
+        if rank < n_train:
+            split_of[index] = "training"
+        elif rank < n_train + n_val:
+            split_of[index] = "validation"
+        else:
+            split_of[index] = "test"
     entries: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
     taken = {split: 0 for split in SPLITS}
     for index, path in enumerate(paths):
@@ -211,7 +216,12 @@ def _dicom_entries(dicom_dir: Path, output_dir: Path, max_per_vendor: int | None
         else:
             # Ten time points of fifteen slice positions: seven train, one validates, two are held out.
             time_point = (instance - 1) % 10
-            split = "training" if time_point < 7 else ("validation" if time_point == 7 else "test")
+            if time_point < 7:
+                split = "training"
+            elif time_point == 7:
+                split = "validation"
+            else:
+                split = "test"
         study = path.parent.parent.name
         for slice_number, pixels_2d in enumerate(slices):
             case_id = f"nih-{study}-s{series:02d}-i{instance:03d}"

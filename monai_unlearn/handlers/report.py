@@ -2,8 +2,8 @@
 # Licensed under the Apache License, Version 2.0 (the "License").
 """Handler that evaluates the network before and after a revision and writes the unlearning report.
 
-It observes the unlearning trainer and never changes the training: at ``Events.STARTED`` it evaluates the network on
-each evaluation loader and starts the revision clock; at ``Events.COMPLETED`` it stops the clock, evaluates again and
+It observes the unlearning trainer and never changes the training. At ``Events.STARTED`` it evaluates the network on
+each evaluation loader and starts the revision clock. At ``Events.COMPLETED`` it stops the clock, evaluates again and
 writes ``<report_name>.json`` (for machines) and ``<report_name>.md`` (for people).
 """
 

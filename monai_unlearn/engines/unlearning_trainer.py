@@ -133,6 +133,11 @@ class UnlearningTrainer(SupervisedTrainer):
             )
         if loss_function is None:
             loss_function = torch.nn.CrossEntropyLoss()
+        # The bundle's handlers are attached after the trainer's own event handlers (below), so that the method's
+        # hooks run first at each event. A handler that saves or evaluates the network at EPOCH_COMPLETED or
+        # COMPLETED then gets it after the method's on_pass_completed and finalize (for example without the shadow
+        # output channel of Boundary Expanding).
+        train_handlers = kwargs.pop("train_handlers", None)
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -169,8 +174,11 @@ class UnlearningTrainer(SupervisedTrainer):
         self.generator.manual_seed(self.seed + self._rank())
 
         self.add_event_handler(Events.EPOCH_STARTED, self._reset_pass_totals)
+        self.add_event_handler(Events.EPOCH_STARTED, self._start_pass)
         self.add_event_handler(Events.EPOCH_COMPLETED, self._complete_pass)
         self.add_event_handler(Events.COMPLETED, self._finalize_method)
+        if train_handlers is not None:
+            self._register_handlers(train_handlers)
 
     @staticmethod
     def _rank() -> int:
@@ -243,6 +251,17 @@ class UnlearningTrainer(SupervisedTrainer):
         details = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if k != "pass")
         logger.info("Unlearning pass %d/%d (%s): %s", self.state.epoch, self.state.max_epochs, self.method.name, details)
         self.method.on_pass_completed(self)
+
+    def _start_pass(self, _: Any = None) -> None:
+        # Runs after the STARTED handlers (so after CheckpointLoader) and before ignite creates the loader iterator,
+        # so that a method's setup may iterate the loaders itself.
+        self._ensure_ready()
+        if not self.method.needs_optimizer_steps:
+            logger.info(
+                "Method %s changed the weights in its setup and takes no optimizer step; the revision ends here.",
+                self.method.name,
+            )
+            self.terminate()
 
     def _finalize_method(self, _: Any = None) -> None:
         self.method.finalize(self)
@@ -382,6 +401,45 @@ class UnlearningTrainer(SupervisedTrainer):
             retain = UnlearningBatch(images=images[keep], labels=labels[keep])
         return forget, retain
 
+    def iterate_batches(self, retain: bool = True) -> Iterator[tuple[UnlearningBatch | None, UnlearningBatch | None]]:
+        """Iterate once over the training data and yield ``(forget, retain)`` batches, outside the engine's loop.
+
+        Methods that need statistics of the data before their first outer step (SalUn's saliency mask, SSD's
+        importances) call it from :meth:`UnlearningMethod.setup`, which runs before the engine iterates the loaders.
+        With ``pairing="flag"`` every batch of the training loader is split by its forget flag. With
+        ``pairing="loaders"`` the forget loader is iterated first (retain side None). The retain loader follows
+        (forget side None) when ``retain`` is True and there is one. The batches go through the loaders' own
+        transforms, random augmentations included.
+
+        Args:
+            retain: also yield the retain samples; False yields forget batches only (retain side None).
+
+        Raises:
+            ValueError: for the batch errors described in the class docstring (missing flag, missing label, ...).
+        """
+        if self.pairing == "flag":
+            for batchdata in self.data_loader:
+                images, labels = self._prepare(batchdata)
+                flags = self._flags(batchdata, images.shape[0])
+                region = self._region(batchdata)
+                forget = retain_batch = None
+                if bool(flags.any()):
+                    forget = UnlearningBatch(
+                        images=images[flags], labels=labels[flags], region=None if region is None else region[flags]
+                    )
+                if retain and not bool(flags.all()):
+                    retain_batch = UnlearningBatch(images=images[~flags], labels=labels[~flags])
+                if forget is not None or retain_batch is not None:
+                    yield forget, retain_batch
+            return
+        for batchdata in self.data_loader:
+            images, labels = self._prepare(batchdata)
+            yield UnlearningBatch(images=images, labels=labels, region=self._region(batchdata)), None
+        if retain and self.retain_loader is not None:
+            for batchdata in self.retain_loader:
+                images, labels = self._prepare(batchdata)
+                yield None, UnlearningBatch(images=images, labels=labels)
+
     def _check_finite(self, batch: UnlearningBatch | None, side: str) -> None:
         if batch is None or not self.check_inputs:
             return
@@ -422,6 +480,8 @@ class UnlearningTrainer(SupervisedTrainer):
         output: dict[str, Any] = {}
         if forget is None and retain is None:
             # A flag-mode batch with only retain samples while the method has no retain term: nothing to learn.
+            # The batch's predictions still go out, so that the bundle's postprocessing and metrics find "pred".
+            output.update(engine._predict_without_step())
             output[Keys.LOSS] = torch.zeros((), device=engine.state.device)
             engine._accumulate({}, forget_count, retain_count)
             engine.state.output = output
@@ -465,6 +525,18 @@ class UnlearningTrainer(SupervisedTrainer):
         # Return the attribute, not the local dict: MONAI's decollate handler replaces it at MODEL_COMPLETED.
         return engine.state.output
 
+    def _predict_without_step(self) -> dict[str, torch.Tensor]:
+        """Return image, label and pred of the current batch, predicted in eval mode so no BatchNorm statistic moves."""
+        if self._last_images is None:
+            return {}
+        self.network.eval()
+        try:
+            with torch.no_grad():
+                pred = self.method.predict(self, self._last_images)
+        finally:
+            self._apply_batchnorm_policy()
+        return {Keys.IMAGE: self._last_images, Keys.LABEL: self._last_labels, Keys.PRED: pred}
+
     def _accumulate(self, metrics: dict[str, float], forget_count: int, retain_count: int) -> None:
         totals = self._pass_totals
         totals["forget_samples"] = totals.get("forget_samples", 0.0) + forget_count
@@ -484,7 +556,9 @@ class UnlearningTrainer(SupervisedTrainer):
 
         MONAI pairs the i-th decollated batch item with the i-th output item. So with ``pairing="loaders"`` the
         outputs are the forget samples (the batch), and with ``pairing="flag"`` they are the batch's samples in
-        batch order, or only its forget samples when the method computed no retain outputs.
+        batch order, or only its forget samples when the method computed no retain outputs. When a method computes
+        no forget outputs under ``pairing="loaders"`` (fine-tuning on the retain set), the forget batch is predicted
+        without gradients in eval mode, so that the bundle's postprocessing and metrics still get one output per item.
         """
         has_forget = forget is not None and forget_logits is not None
         has_retain = retain is not None and retain_logits is not None
@@ -498,4 +572,6 @@ class UnlearningTrainer(SupervisedTrainer):
             return {Keys.IMAGE: forget.images, Keys.LABEL: forget.labels, Keys.PRED: forget_logits.detach()}
         if has_retain and self.pairing == "flag":
             return {Keys.IMAGE: retain.images, Keys.LABEL: retain.labels, Keys.PRED: retain_logits.detach()}
+        if self.pairing == "loaders":
+            return self._predict_without_step()
         return {}

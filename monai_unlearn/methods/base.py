@@ -60,9 +60,10 @@ class UnlearningMethod:
     """Base class of unlearning methods run by :class:`~monai_unlearn.engines.UnlearningTrainer`.
 
     Subclasses implement :meth:`compute_loss` and may override the hooks. The trainer calls :meth:`setup` once before
-    the first outer step (after the frozen original network exists), :meth:`compute_loss` at every outer step,
-    :meth:`before_optimizer_step` between the backward pass and the optimizer step, :meth:`on_pass_completed` after
-    each pass over the forget set, and :meth:`finalize` when the run completes.
+    the first outer step (at the start of the first pass, after the frozen original network exists and before the
+    engine iterates the loaders), :meth:`compute_loss` at every outer step, :meth:`before_optimizer_step` between the
+    backward pass and the optimizer step, :meth:`on_pass_completed` after each pass over the forget set, and
+    :meth:`finalize` when the run completes. The last two run before the bundle's own handlers of the same event.
     """
 
     #: name used in logs, reports and the method registry.
@@ -78,6 +79,16 @@ class UnlearningMethod:
         """Whether :meth:`compute_loss` needs a forget batch."""
         return True
 
+    @property
+    def needs_optimizer_steps(self) -> bool:
+        """Whether the method learns through outer steps.
+
+        A method that edits the weights in closed form inside :meth:`setup` (SSD) returns False. The trainer then
+        ends the run right after :meth:`setup` and takes no optimizer step. It still fires ``Events.COMPLETED``, so
+        the saver and report handlers run.
+        """
+        return True
+
     def setup(self, trainer: UnlearningTrainer) -> None:
         """Prepare the method before the first outer step."""
 
@@ -86,6 +97,14 @@ class UnlearningMethod:
     ) -> StepOutput:
         """Return the loss of one outer step; see :class:`StepOutput`."""
         raise NotImplementedError(f"{type(self).__name__} must implement compute_loss.")
+
+    def predict(self, trainer: UnlearningTrainer, images: torch.Tensor) -> torch.Tensor:
+        """Return the trainable network's outputs on ``images`` as the bundle's handlers should see them.
+
+        The trainer calls it for batches on which the method computes nothing. A method that changes the network's
+        output size during the run (Boundary Expanding) returns the original channels only.
+        """
+        return trainer.network(images)
 
     def before_optimizer_step(self, trainer: UnlearningTrainer) -> None:
         """Change gradients after the backward pass and before the optimizer step (for example, mask them)."""

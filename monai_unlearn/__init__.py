@@ -12,9 +12,11 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import data, engines, handlers, inner, losses, methods, metrics, optimizers, transforms  # noqa: E402
+from . import baselines  # noqa: E402  (registers the baseline methods by name)
 
 __all__ = [
     "__version__",
+    "baselines",
     "data",
     "engines",
     "handlers",

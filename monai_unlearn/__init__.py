@@ -13,10 +13,12 @@ __version__ = "0.1.0"
 
 from . import data, engines, handlers, inner, losses, methods, metrics, optimizers, transforms  # noqa: E402
 from . import baselines  # noqa: E402  (registers the baseline methods by name)
+from . import bundle  # noqa: E402
 
 __all__ = [
     "__version__",
     "baselines",
+    "bundle",
     "data",
     "engines",
     "handlers",

@@ -10,9 +10,11 @@ partial file, even when the process is killed midway.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
+from os import write as _os_write
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ __all__ = [
     "atomic_torch_save",
     "load_checkpoint",
     "state_dict_layout",
+    "check_writable_dir",
 ]
 
 
@@ -38,21 +41,69 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+class _DescriptorWriter(io.RawIOBase):
+    """Binary file object that writes straight to a descriptor with ``os.write``, so a failing write (a full disk)
+    surfaces as the ``OSError`` of the write itself."""
+
+    def __init__(self, descriptor: int) -> None:
+        super().__init__()
+        self.descriptor = descriptor
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        written = 0
+        while written < len(view):
+            written += _os_write(self.descriptor, view[written:])
+        return written
+
+    def fileno(self) -> int:
+        return self.descriptor
+
+
 def _atomic_write(path: str | os.PathLike, write: Any) -> Path:
     destination = Path(path)
     destination.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with io.BufferedWriter(_DescriptorWriter(descriptor)) as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
         os.replace(temporary, destination)
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
     return destination
+
+
+def check_writable_dir(path: str | os.PathLike, purpose: str = "output") -> Path:
+    """Create ``path`` if needed and check that a file can be created in it, by creating and removing one.
+
+    A real write is the only test that also holds for root, read-only mounts and immutable folders, where permission
+    bits or ``os.access`` say yes.
+
+    Raises:
+        PermissionError: when the folder cannot be created or written; the message names it and the purpose.
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise PermissionError(
+            f"The {purpose} folder {str(folder)!r} is not writable ({error.strerror or error}). Make it writable for "
+            "this user, or choose another folder."
+        ) from error
+    return folder
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -9,3 +9,7 @@ from .revision_saver import RevisionSaver, original_backup_path
 from .training_timer import TrainingTimeRecorder
 
 __all__ = ["RevisionSaver", "TrainingTimeRecorder", "UnlearningReport", "format_report_markdown", "original_backup_path"]
+
+from .metadata_updater import BundleMetadataUpdater  # noqa: E402
+
+__all__ += ["BundleMetadataUpdater"]

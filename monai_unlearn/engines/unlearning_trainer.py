@@ -28,6 +28,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from monai_unlearn.inner import frozen_copy
 from monai_unlearn.methods import UnlearningBatch, UnlearningMethod, create_method
 
+from .random_state import capture_random_state, random_objects, restore_random_state
+
 __all__ = ["UnlearningTrainer", "BATCHNORM_POLICIES", "PAIRINGS", "unwrap_network"]
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,9 @@ class UnlearningTrainer(SupervisedTrainer):
     The frozen original network is a copy of ``network`` taken at the first iteration, after the bundle's
     ``CheckpointLoader`` has loaded the trained weights at ``Events.STARTED``. Its weights, the noise generator's state
     and the method's state are part of :meth:`state_dict`, so a checkpointed revision resumes against the same original.
+    :meth:`state_dict` also holds the random state needed to continue the data stream exactly where it stopped (see
+    :meth:`load_state_dict`), so a revision resumed from an iteration checkpoint ends with the same weights as an
+    uninterrupted one.
 
     Args:
         device, max_epochs, train_data_loader, network, optimizer: as for ``monai.engines.SupervisedTrainer``.
@@ -169,6 +174,12 @@ class UnlearningTrainer(SupervisedTrainer):
         self._last_flags: torch.Tensor | None = None
         self.history: list[dict[str, Any]] = []
         self._pass_totals: dict[str, float] = {}
+        # Random state when the current data iterators were made, and what a resumed run still has to restore.
+        self._epoch_random_state: dict[str, Any] | None = None
+        self._retain_random_state: dict[str, Any] | None = None
+        self._retain_batches_drawn = 0
+        self._pending_resume: dict[str, Any] | None = None
+        self._restored_pass_totals: dict[str, float] | None = None
 
         self.generator = torch.Generator(device=self.state.device)
         self.generator.manual_seed(self.seed + self._rank())
@@ -221,6 +232,10 @@ class UnlearningTrainer(SupervisedTrainer):
                 raise ValueError("The retain loader is empty: the forget set covers the whole training set.")
 
     def _reset_pass_totals(self, _: Any = None) -> None:
+        if self._restored_pass_totals is not None:
+            # A run resumed in the middle of a pass continues that pass's totals.
+            self._pass_totals, self._restored_pass_totals = self._restored_pass_totals, None
+            return
         self._pass_totals = {"forget_samples": 0.0, "retain_samples": 0.0}
 
     def _complete_pass(self, _: Any = None) -> None:
@@ -268,7 +283,11 @@ class UnlearningTrainer(SupervisedTrainer):
 
     # ------------------------------------------------------------------------------------------------ state
     def state_dict(self) -> Any:
-        """Return ignite's engine state plus the frozen original's weights, the generator state and the method state."""
+        """Return ignite's engine state plus the unlearning state under ``"unlearning"``.
+
+        The unlearning state holds the frozen original's weights, the generator state, the method state, the pass
+        history and the totals of the current pass, and the random state (see :meth:`load_state_dict`).
+        """
         state = super().state_dict()
         original = None if self.original_network is None else unwrap_network(self.original_network).state_dict()
         if original is None and self._pending_original_state is not None:
@@ -278,11 +297,32 @@ class UnlearningTrainer(SupervisedTrainer):
             "generator": self.generator.get_state(),
             "method": self.method.state_dict(),
             "history": [dict(h) for h in self.history],
+            "pass_totals": dict(self._pass_totals),
+            "random_state": {
+                "epoch_start": self._epoch_random_state,
+                "current": capture_random_state(self._random_objects()),
+                "retain_start": self._retain_random_state if self._retain_iterator is not None else None,
+                "retain_batches": self._retain_batches_drawn,
+                "retain_epoch": self._retain_epoch,
+            },
         }
         return state
 
     def load_state_dict(self, state_dict: Any) -> None:
-        """Restore the state saved by :meth:`state_dict` (the original network is rebuilt at the next iteration)."""
+        """Restore the state saved by :meth:`state_dict` (the original network is rebuilt at the next iteration).
+
+        When the state holds a random state, the next :meth:`run` continues the data stream exactly: it restores the
+        random state saved when the interrupted epoch's data iterator was made, makes the iterator again and draws
+        the batches the interrupted run had already used (so the shuffling order, the positions of the forget and
+        retain loaders and the augmentation state are those of an uninterrupted run), then restores the random state
+        of the moment of the checkpoint. A state saved at the end of a pass completes that pass's summary here.
+        States without these entries (older checkpoints) load as before.
+
+        Note:
+            Exact continuation assumes that the data pipeline is the same as in the interrupted run, that its
+            random transforms draw from MONAI's per-transform generators (``Randomizable.R``) or the global ones,
+            and that the loaders do not keep worker processes between epochs (``persistent_workers=False``).
+        """
         state_dict = dict(state_dict)
         extra = state_dict.pop("unlearning", None)
         super().load_state_dict(state_dict)
@@ -295,6 +335,66 @@ class UnlearningTrainer(SupervisedTrainer):
             self.generator.set_state(extra["generator"].cpu() if hasattr(extra["generator"], "cpu") else extra["generator"])
         self.method.load_state_dict(extra.get("method") or {})
         self.history = [dict(h) for h in extra.get("history", [])]
+        if extra.get("random_state") is not None:
+            self._pending_resume = extra["random_state"]
+        totals = extra.get("pass_totals")
+        if totals is not None:
+            length = self.state.epoch_length
+            if length and self.state.iteration % length:
+                self._restored_pass_totals = dict(totals)
+            elif self.state.iteration and len(self.history) < self.state.epoch:
+                # Saved after the last iteration of a pass but before its summary.
+                self._pass_totals = dict(totals)
+                self._complete_pass()
+
+    # ------------------------------------------------------------------------------------------------ resume
+    def _random_objects(self) -> list[Any]:
+        return random_objects([self.data_loader, self.retain_loader])
+
+    def _setup_dataloader_iter(self) -> None:  # overrides ignite's (private) hook that makes each data iterator
+        self._epoch_random_state = capture_random_state(self._random_objects())
+        super()._setup_dataloader_iter()
+
+    def _setup_engine(self) -> None:  # overrides ignite's (private) hook called before the first epoch of run()
+        resume, self._pending_resume = self._pending_resume, None
+        if resume is None:
+            super()._setup_engine()
+            return
+        objects = self._random_objects()
+        self._replay_retain(resume, objects)
+        length = self.state.epoch_length
+        position = self.state.iteration % length if length else 0
+        if position and resume.get("epoch_start") is not None:
+            restore_random_state(resume["epoch_start"], objects)
+            super()._setup_engine()
+            for _ in range(position):
+                next(self._dataloader_iter)  # type: ignore[arg-type]
+            restore_random_state(resume["current"], objects)
+        else:
+            restore_random_state(resume["current"], objects)
+            super()._setup_engine()
+        logger.info("Resumed at iteration %d (pass %d): replayed %d batches of the pass.", self.state.iteration,
+                    self.state.epoch, position)
+
+    def _replay_retain(self, resume: dict[str, Any], objects: list[Any]) -> None:
+        """Make the retain iterator again and draw the batches the interrupted run had drawn from it."""
+        self._retain_epoch = int(resume.get("retain_epoch", 0))
+        self._retain_iterator = None
+        if resume.get("retain_start") is None or self.retain_loader is None:
+            return
+        restore_random_state(resume["retain_start"], objects)
+        sampler = getattr(self.retain_loader, "sampler", None)
+        if isinstance(sampler, DistributedSampler) and self._retain_epoch:
+            sampler.set_epoch(self._retain_epoch)
+        self._new_retain_iterator()
+        for _ in range(int(resume.get("retain_batches", 0))):
+            next(self._retain_iterator)  # type: ignore[arg-type]
+        self._retain_batches_drawn = int(resume.get("retain_batches", 0))
+
+    def _new_retain_iterator(self) -> None:
+        self._retain_random_state = capture_random_state(self._random_objects())
+        self._retain_iterator = iter(self.retain_loader)  # type: ignore[arg-type]
+        self._retain_batches_drawn = 0
 
     # ------------------------------------------------------------------------------------------------ setup
     def _ensure_ready(self) -> None:
@@ -361,16 +461,17 @@ class UnlearningTrainer(SupervisedTrainer):
 
     def _next_retain_batch(self) -> UnlearningBatch:
         if self._retain_iterator is None:
-            self._retain_iterator = iter(self.retain_loader)  # type: ignore[arg-type]
+            self._new_retain_iterator()
         try:
-            batchdata = next(self._retain_iterator)
+            batchdata = next(self._retain_iterator)  # type: ignore[arg-type]
         except StopIteration:
             self._retain_epoch += 1
             sampler = getattr(self.retain_loader, "sampler", None)
             if isinstance(sampler, DistributedSampler):
                 sampler.set_epoch(self._retain_epoch)
-            self._retain_iterator = iter(self.retain_loader)  # type: ignore[arg-type]
-            batchdata = next(self._retain_iterator)
+            self._new_retain_iterator()
+            batchdata = next(self._retain_iterator)  # type: ignore[arg-type]
+        self._retain_batches_drawn += 1
         images, labels = self._prepare(batchdata)
         return UnlearningBatch(images=images, labels=labels)
 

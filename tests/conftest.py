@@ -206,3 +206,65 @@ def modality_classifier(modality_small: dict) -> ModalityClassifier:
         accuracy = float((network(test_images).argmax(dim=1) == test_labels).float().mean())
     assert accuracy >= 0.9, f"the small modality classifier reached only {accuracy:.3f} test accuracy (expected >= 0.9)"
     return ModalityClassifier(network=network, train=train, test=test)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bundles trained once per session by their own training configs through the bundle CLI, for the revision tests.
+
+FLAT_BUNDLE = Path(__file__).resolve().parent / "bundles" / "flat_yaml_classifier"
+
+
+def run_bundle_cli(bundle: Path, arguments: list[str], check: bool = True) -> "subprocess.CompletedProcess":
+    """Run ``python -m monai.bundle ARGUMENTS`` in ``bundle`` with one thread; raise with its output if it fails."""
+    import os
+    import subprocess
+    import sys
+
+    environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    command = [sys.executable, "-m", "monai.bundle", *arguments]
+    result = subprocess.run(command, cwd=bundle, env=environment, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"bundle CLI failed ({' '.join(command)}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def copy_trained_bundle(trained: Path, destination: Path) -> Path:
+    """Copy a trained bundle (configs, docs, the data link and the trained weights as models/model.pt)."""
+    import shutil
+
+    destination.mkdir(parents=True)
+    for folder in ("configs", "docs", "scripts"):
+        if (trained / folder).is_dir():
+            shutil.copytree(trained / folder, destination / folder)
+    (destination / "data").symlink_to((trained / "data").resolve())
+    (destination / "models").mkdir()
+    shutil.copy2(trained / "models" / "trained.pt", destination / "models" / "model.pt")
+    return destination
+
+
+def _train_bundle(source: Path, folder: Path, modality_small: dict, arguments: list[str]) -> Path:
+    import shutil
+
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("data", "models", "eval", "__pycache__"))
+    (folder / "data").symlink_to(modality_small["folder"])
+    run_bundle_cli(folder, arguments)
+    assert (folder / "models" / "model.pt").is_file(), f"training {source.name} should write models/model.pt"
+    shutil.copy2(folder / "models" / "model.pt", folder / "models" / "trained.pt")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trained_flat_bundle(modality_small: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The flat-layout YAML test bundle, trained by its train.yaml on the small modality data (trained.pt kept)."""
+    folder = tmp_path_factory.mktemp("trained_flat") / "flat_yaml_classifier"
+    arguments = ["run", "train", "--config_file", "configs/train.yaml", "--meta_file", "configs/metadata.json"]
+    return _train_bundle(FLAT_BUNDLE, folder, modality_small, arguments)
+
+
+@pytest.fixture(scope="session")
+def trained_zoo_bundle(modality_small: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model-zoo layout modality bundle, trained by its train.json for a few epochs (trained.pt kept)."""
+    folder = tmp_path_factory.mktemp("trained_zoo") / "modality_classifier"
+    arguments = ["run", "--config_file", "configs/train.json", "--meta_file", "configs/metadata.json"]
+    arguments += ["--logging_file", "configs/logging.conf", "--num_epochs", "4", "--val_interval", "2"]
+    return _train_bundle(MODALITY_BUNDLE, folder, modality_small, arguments)

@@ -163,7 +163,11 @@ def _follow(config: dict, config_id: str) -> tuple[str, Any]:
         if target in seen:
             raise BundleLayoutError(f"Config references form a cycle: {' -> '.join(seen + [target])}.")
         seen.append(target)
-        config_id, value = target, get_config_item(config, target)
+        try:
+            value = get_config_item(config, target)
+        except KeyError as error:
+            raise BundleLayoutError(f"{config_id!r} refers to {target!r}, which does not exist ({error}).") from error
+        config_id = target
     raise BundleLayoutError(f"Config references from {seen[0]!r} are nested more than {_MAX_REFERENCE_HOPS} levels.")
 
 
@@ -308,25 +312,30 @@ def detect_layout(config: dict, trainer_id: str | None = None, transforms_id: st
 
     optimizer_id: str | None = None
     if has_config_item(config, f"{trainer_id}#optimizer"):
-        candidate_id, candidate = _follow(config, f"{trainer_id}#optimizer")
+        try:
+            candidate_id, candidate = _follow(config, f"{trainer_id}#optimizer")
+        except BundleLayoutError:
+            candidate_id, candidate = None, None
         if isinstance(candidate, dict) and "_target_" in candidate:
             optimizer_id = candidate_id
 
     evaluator_id = _find_validator(config, trainer_id, "validate#evaluator" if name == "model-zoo" else "evaluator")
     validation_loader_id = validation_transforms_id = None
     if evaluator_id is not None and has_config_item(config, f"{evaluator_id}#val_data_loader"):
-        candidate_id, candidate = _follow(config, f"{evaluator_id}#val_data_loader")
+        try:
+            candidate_id, candidate = _follow(config, f"{evaluator_id}#val_data_loader")
+        except BundleLayoutError:
+            candidate_id, candidate = "", None
         if isinstance(candidate, dict):
             validation_loader_id = candidate_id
-            if has_config_item(config, f"{candidate_id}#dataset"):
+            try:
                 validation_dataset_id, validation_dataset = _follow(config, f"{candidate_id}#dataset")
                 if isinstance(validation_dataset, dict) and "transform" in validation_dataset:
-                    try:
-                        validation_transforms_id = _transform_list_id(
-                            config, f"{validation_dataset_id}#transform", "validation preprocessing"
-                        )[0]
-                    except BundleLayoutError:
-                        validation_transforms_id = None
+                    validation_transforms_id = _transform_list_id(
+                        config, f"{validation_dataset_id}#transform", "validation preprocessing"
+                    )[0]
+            except (KeyError, BundleLayoutError):
+                validation_transforms_id = None
 
     return BundleLayout(
         name=name,

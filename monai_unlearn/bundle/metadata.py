@@ -25,7 +25,7 @@ from typing import Any
 
 from monai_unlearn.transforms import FieldEquals, FieldIn, FieldMatches, ForgetRule, as_rule
 from monai_unlearn.transforms.rules import AllOf, Not
-from monai_unlearn.utils import atomic_write_json
+from monai_unlearn.utils import atomic_write_json, sha256_file
 
 __all__ = [
     "DEFAULT_METADATA_SCHEMA",
@@ -236,7 +236,8 @@ def verify_bundle_metadata(
         raise FileNotFoundError(f"Metadata schema {str(schema)!r} not found; pass an existing JSON schema file.")
     files = [str(meta_file)] if isinstance(meta_file, (str, os.PathLike)) else [str(f) for f in meta_file]
     try:
-        verify_metadata(meta_file=files, filepath=str(schema))
+        # The file's own digest: MONAI then uses the local file without downloading or warning about integrity.
+        verify_metadata(meta_file=files, filepath=str(schema), hash_val=sha256_file(schema), hash_type="sha256")
     except ValueError as error:
         # MONAI's message omits which field failed; name each failing field.
         import jsonschema

@@ -173,9 +173,14 @@ def _bundle_file(bundle: Path, path: str | os.PathLike) -> Path:
     return candidate if candidate.is_absolute() else bundle / candidate
 
 
+def _is_expression_wrapper(error: BaseException) -> bool:
+    return isinstance(error, RuntimeError) and str(error).startswith("Failed to evaluate")
+
+
 def _error_summary(lines: Sequence[str]) -> str:
+    """Return the last exception line of the output that is not MONAI's wrapper of the run expression."""
     for line in reversed(lines):
-        if _ERROR_LINE.match(line):
+        if _ERROR_LINE.match(line) and "Failed to evaluate" not in line:
             return line.strip()
     return lines[-1].strip() if lines else "no output"
 
@@ -213,6 +218,14 @@ def _run_in_process(bundle: Path, config_files: list[str], meta_file: str, overr
     os.chdir(bundle)
     try:
         bundle_run(run_id=REVISE_RUN_ID, config_file=config_files, meta_file=meta_file, **dict(overrides))
+    except RuntimeError as error:
+        # MONAI wraps errors of the run expression in "Failed to evaluate ConfigExpression"; raise the cause.
+        root: BaseException = error
+        while _is_expression_wrapper(root) and root.__cause__ is not None:
+            root = root.__cause__
+        if root is error:
+            raise
+        raise root from None
     finally:
         os.chdir(previous)
 
@@ -377,8 +390,14 @@ def revise(
         overlay_path = _bundle_file(bundle, output_overlay) if output_overlay else bundle / "configs" / f"revise{suffix}"
         rule: str | None = request.rule
     else:
+        from monai.bundle import ConfigParser
+
         overlay_path = _bundle_file(bundle, overlay_file)  # type: ignore[arg-type]
-        overlay = load_bundle_config([overlay_path])
+        if not overlay_path.is_file():
+            raise FileNotFoundError(f"Overlay file {str(overlay_path)!r} not found.")
+        overlay = ConfigParser.load_config_file(str(overlay_path))
+        if not isinstance(overlay, dict):
+            raise ValueError(f"Overlay file {str(overlay_path)!r} must hold a mapping of config ids to values.")
         rule = _overlay_rule(overlay)
     check_overlay(config, overlay, layout)
 
@@ -457,11 +476,12 @@ def revise(
         preflight=summary,
         resumed_from=resumed_from,
     )
+    if checkpoint_interval > 0:
+        # Written for dry runs too, so that a run of the printed command can be resumed with revise(resume=True).
+        atomic_write_json(record, {"fingerprint": fingerprint, "overlay": str(overlay_path)})
     if dry_run:
         return result
 
-    if checkpoint_interval > 0:
-        atomic_write_json(record, {"fingerprint": fingerprint, "overlay": str(overlay_path)})
     logger.info("Running the revision: %s", " ".join(command))
     if in_process:
         _run_in_process(bundle, [str(f) for f in run_files], str(meta), run_overrides)

@@ -477,6 +477,7 @@ class UnlearningTrainer(SupervisedTrainer):
 
     def _split_batch(self, batchdata: Any) -> tuple[UnlearningBatch | None, UnlearningBatch | None]:
         images, labels = self._prepare(batchdata)
+        self._check_finite_batch(batchdata, images)
         region = self._region(batchdata)
         self._last_images, self._last_labels, self._last_flags = images, labels, None
         if self.pairing == "loaders":
@@ -540,6 +541,22 @@ class UnlearningTrainer(SupervisedTrainer):
             for batchdata in self.retain_loader:
                 images, labels = self._prepare(batchdata)
                 yield None, UnlearningBatch(images=images, labels=labels)
+
+    def _check_finite_batch(self, batchdata: Any, images: torch.Tensor) -> None:
+        """Raise for NaN or infinite images, naming their source files when the batch carries them."""
+        if not self.check_inputs or bool(torch.isfinite(images).all()):
+            return
+        bad = (~torch.isfinite(images.reshape(images.shape[0], -1))).any(dim=1).nonzero().reshape(-1).tolist()
+        source = batchdata.get(Keys.IMAGE) if isinstance(batchdata, dict) else None
+        names = getattr(source, "meta", {}).get("filename_or_obj") if source is not None else None
+        if isinstance(names, (list, tuple)) and len(names) == images.shape[0]:
+            where = "files " + ", ".join(repr(str(names[i])) for i in bad[:5])
+        else:
+            where = f"batch positions {bad[:5]}"
+        raise ValueError(
+            f"{len(bad)} image(s) of iteration {self.state.iteration} contain NaN or infinite values ({where}). Fix "
+            "or remove these images, or add a preprocessing step that replaces missing values, before unlearning."
+        )
 
     def _check_finite(self, batch: UnlearningBatch | None, side: str) -> None:
         if batch is None or not self.check_inputs:

@@ -43,6 +43,7 @@ class RevisionSaver:
     Raises:
         FileNotFoundError: at STARTED, when the checkpoint does not exist.
         ValueError: at STARTED, when it is not a weights-only checkpoint.
+        OSError: at COMPLETED, when the revised weights cannot be written (a full disk); the checkpoint is unchanged.
     """
 
     def __init__(
@@ -73,10 +74,18 @@ class RevisionSaver:
         self.backup_path = original_backup_path(self.checkpoint_path, self.original_sha256)
         if not self.backup_path.exists():
             temporary = self.backup_path.with_name(f".{self.backup_path.name}.tmp")
-            shutil.copy2(self.checkpoint_path, temporary)
-            with open(temporary, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.backup_path)
+            try:
+                shutil.copy2(self.checkpoint_path, temporary)
+                with open(temporary, "rb") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(temporary, self.backup_path)
+            except OSError as error:
+                temporary.unlink(missing_ok=True)
+                raise OSError(
+                    error.errno,
+                    f"Could not keep a copy of the original checkpoint as {str(self.backup_path)!r} "
+                    f"({error.strerror or error}); nothing was changed. Free disk space or make the folder writable.",
+                ) from error
             self.logger.info("Kept the original checkpoint as %s.", self.backup_path)
         elif sha256_file(self.backup_path) != self.original_sha256:
             raise ValueError(
@@ -98,7 +107,16 @@ class RevisionSaver:
         network = self.network if self.network is not None else engine.network  # type: ignore[attr-defined]
         weights = {k: v.detach().cpu() for k, v in unwrap_network(network).state_dict().items()}
         payload: Any = weights if self._layout is None else {self._layout: weights}
-        atomic_torch_save(payload, self.output_path)
+        try:
+            atomic_torch_save(payload, self.output_path)
+        except OSError as error:
+            kept = f"; the original is also kept as {str(self.backup_path)!r}" if self.backup_path else ""
+            raise OSError(
+                error.errno,
+                f"Could not write the revised weights to {str(self.output_path)!r} ({error.strerror or error}). "
+                f"The checkpoint there is unchanged{kept}. Free disk space or make the folder writable, then rerun "
+                "the revision (with --resume when it saved resume checkpoints).",
+            ) from error
         revised_sha256 = sha256_file(self.output_path)
         revision = getattr(engine.state, "revision", None) or {}
         revision.update({"revised_checkpoint": str(self.output_path), "revised_sha256": revised_sha256})

@@ -2,7 +2,7 @@
 
 Every test revises a fresh copy of the trained flat-layout test bundle with one thing wrong, checks the error
 message, and checks that the original checkpoint and the metadata are unchanged (SHA-256). Most cases fail in the
-preflight checks or before them; the cases that only show during training (a batch without forget flags, NaN or
+preflight checks or before them. The cases that only show during training (a batch without forget flags, NaN or
 infinite images, a full disk when the revised weights are written) run the real bundle workflow in this process.
 Budget: about 40 s on 2 cores (the trained bundle is shared).
 """

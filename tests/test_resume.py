@@ -1,8 +1,8 @@
 """Determinism and resume of a revision, through the bundle CLI and through the Python API.
 
-Through the CLI (flat test bundle): the same revision run twice gives identical weights, and a revision killed with
+Through the CLI (flat test bundle), the same revision run twice gives identical weights. A revision killed with
 SIGKILL after its first resume checkpoint, then resumed with `revise(resume=True)`, ends with the same weights as an
-uninterrupted run while the original checkpoint stays intact. Through the Python API: the trainer resumes exactly
+uninterrupted run, and the original checkpoint stays intact. Through the Python API: the trainer resumes exactly
 in the middle of a pass and at the end of a pass, with one tagged loader or with separate forget and retain loaders,
 and without the saved random state it would not. Budget: about 55 s on 2 cores.
 """

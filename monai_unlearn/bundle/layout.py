@@ -11,8 +11,8 @@ config ids an unlearning overlay has to change. Two layouts are common:
   ``handlers``, ``train_dataset`` and ``evaluator``.
 
 Rather than hard-coding either, :func:`detect_layout` starts from the trainer and follows the config references
-(``@id``, ``%id`` and ``$`` expressions that refer to one id) to the training loader, its dataset and the list of
-transforms that the forget-tagging transform must be appended to. When that list is built by an expression (as in
+(``@id``, ``%id`` and ``$`` expressions that refer to one id). They lead to the training loader, its dataset and the
+list of transforms that the forget-tagging transform must be appended to. When that list is built by an expression (as in
 the zoo spleen bundle, where ``train#preprocessing#transforms`` is
 ``"$@train#deterministic_transforms + @train#random_transforms"``), the first referenced id that holds a list of
 transforms is chosen, so the tag is written before the random transforms.
@@ -253,7 +253,7 @@ def detect_layout(config: dict, trainer_id: str | None = None, transforms_id: st
 
     Raises:
         BundleLayoutError: when no trainer is found (an unknown layout), when both layouts are present, or when the
-            trainer's loader, dataset or transforms cannot be followed; the message names the id and the fix.
+            trainer's loader, dataset or transforms cannot be followed. The message names the id and the fix.
     """
     if not isinstance(config, dict):
         raise BundleLayoutError(f"A bundle config must be a mapping, got {type(config).__name__}.")
@@ -263,7 +263,8 @@ def detect_layout(config: dict, trainer_id: str | None = None, transforms_id: st
         trainer_id = normalize_id(trainer_id)
         if not has_config_item(config, trainer_id):
             raise BundleLayoutError(f"The trainer id {trainer_id!r} does not exist in the bundle config.")
-        name = "model-zoo" if trainer_id == "train#trainer" else "flat" if trainer_id == "trainer" else "custom"
+        names = {"train#trainer": "model-zoo", "trainer": "flat"}
+        name = names.get(trainer_id, "custom")
     elif zoo and flat:
         raise BundleLayoutError(
             "The bundle config defines both 'train#trainer' (model-zoo layout) and 'trainer' (flat layout); pass "
@@ -358,7 +359,7 @@ def find_training_configs(bundle_dir: str | os.PathLike) -> list[Path]:
 
     Raises:
         FileNotFoundError: when the bundle has no ``configs`` folder or no ``train.json``/``train.yaml``/
-            ``train.yml``; the message lists the configs found and says how to pass one.
+            ``train.yml``. The message lists the configs found and shows how to pass one.
     """
     configs = Path(bundle_dir) / "configs"
     if not configs.is_dir():

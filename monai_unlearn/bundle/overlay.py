@@ -4,9 +4,9 @@
 
 This module sits before the run, after :mod:`~monai_unlearn.bundle.layout`: given the layout of a bundle and a
 :class:`ForgetRequest`, :func:`build_overlay` writes the keys that turn the bundle's training run into a revision.
-The overlay swaps the trainer's ``_target_`` for :class:`~monai_unlearn.engines.UnlearningTrainer` (every other
-trainer argument stays as the bundle defines it), appends :class:`~monai_unlearn.transforms.TagForgetd` to the
-training transform list, sets the pass budget and, when asked, the optimizer's learning rate, and replaces the
+The overlay swaps the trainer's ``_target_`` for :class:`~monai_unlearn.engines.UnlearningTrainer`, and every other
+trainer argument stays as the bundle defines it. It appends :class:`~monai_unlearn.transforms.TagForgetd` to the
+training transform list, sets the pass budget and, on request, the optimizer's learning rate, and replaces the
 trainer's handlers with the revision handlers. The same request gives equivalent overlays for the model-zoo layout
 and the flat layout, and the overlay is written as JSON or YAML to match the bundle.
 
@@ -52,7 +52,7 @@ _UNLEARNING_TRAINER = "monai_unlearn.engines.UnlearningTrainer"
 
 @dataclass
 class ForgetRequest:
-    """What to forget and how: the part of a revision that does not depend on the bundle's layout.
+    """Forget request: what to forget and how, the part of a revision that does not depend on the bundle's layout.
 
     Attributes:
         rule: forget rule expression over datalist fields, for example ``"label in {1}"`` or
@@ -243,8 +243,8 @@ def build_overlay(
     handlers += ["@unlearn#stats", "@unlearn#metadata_updater"]
     unlearn["handlers"] = handlers
 
-    # The resume loader and the interval saver hold the trainer itself, so they cannot sit in its own handler list
-    # (the config would refer to itself); the run expressions attach them to the built trainer instead.
+    # The resume loader and the interval saver refer to the trainer itself, so they cannot be in its own handler list
+    # because the config would refer to itself. The run expressions attach them to the built trainer instead.
     state = {"trainer": f"@{trainer}", "network": network, "optimizer": optimizer}
     unlearn["resume_loader"] = {
         "_target_": "CheckpointLoader",
@@ -305,7 +305,7 @@ def check_overlay(config: dict, overlay: dict, layout: BundleLayout) -> None:
     """Check that an overlay's ids exist in the bundle and that it replaces the bundle's trainer.
 
     MONAI merges an overlay key such as ``train#trainer#_target_`` only when ``train#trainer`` exists, and fails with
-    a bare ``KeyError`` otherwise; an overlay that sets new top-level ids but misses the trainer would silently train
+    a bare ``KeyError`` otherwise. An overlay that sets new top-level ids but misses the trainer would silently train
     the bundle again. Both come from an overlay written for the other layout.
 
     Raises:

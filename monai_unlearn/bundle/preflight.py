@@ -3,11 +3,15 @@
 """Checks run before a revision starts, so that bad input fails in seconds with a clear message.
 
 This module sits between building the overlay and running the bundle CLI. It parses the merged config in the
-calling process (the same parsing the bundle CLI does), evaluates only the training datalist and the network, and
-checks what would otherwise fail later or with an unclear message: the forget rule against the datalist (fields
-that no entry has, an empty forget set, a forget set that is the whole training set), class labels outside the
-network's output range, image files that are missing or are not readable DICOM files, and a checkpoint that is not
-a weights-only state_dict or does not fit the network. Failures raise :class:`PreflightError` (a ``ValueError``);
+calling process (the same parsing the bundle CLI does) and evaluates only the training datalist and the network.
+Then it checks what would otherwise fail later or with an unclear message:
+
+- the forget rule against the datalist (fields that no entry has, an empty forget set, a forget set that is the
+  whole training set);
+- class labels outside the network's output range;
+- image files that are missing or are not readable DICOM files;
+- a checkpoint that is not a weights-only state_dict or does not fit the network.
+ Failures raise :class:`PreflightError` (a ``ValueError``);
 nothing is written.
 """
 
@@ -49,7 +53,7 @@ class PreflightError(ValueError):
 
 @dataclass
 class PreflightSummary:
-    """What the preflight checked.
+    """Counts checked by the preflight.
 
     Attributes:
         training_samples: entries of the training datalist (None when the dataset has no datalist).
@@ -185,7 +189,7 @@ def check_checkpoint_fits(network: torch.nn.Module, checkpoint_path: str | os.Pa
     Raises:
         FileNotFoundError: when the checkpoint does not exist.
         PreflightError: when it is not a weights-only state_dict (for example a pickled module), or its keys or
-            shapes differ from the network's; a class-count mismatch in the output layer is named as such.
+            shapes differ from the network's. A class-count mismatch in the output layer is named as such.
     """
     try:
         checkpoint = load_checkpoint(checkpoint_path)

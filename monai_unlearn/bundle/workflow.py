@@ -2,10 +2,10 @@
 # Licensed under the Apache License, Version 2.0 (the "License").
 """The revision workflow: revise a bundle in place through the MONAI bundle CLI.
 
-:func:`revise` is the Python API behind ``monai-unlearn revise``. It finds the bundle's training config and layout,
-writes the overlay beside the bundle's configs (so that the revision can be inspected and rerun with the printed
-``python -m monai.bundle run revise ...`` command), runs the preflight checks, then runs the real bundle CLI in a
-subprocess (or in this process on request). The overlay's handlers keep the original checkpoint under a name that
+:func:`revise` is the Python API behind ``monai-unlearn revise``. It finds the bundle's training config and layout
+and writes the overlay beside the bundle's configs, so that the revision can be inspected and rerun with the printed
+``python -m monai.bundle run revise ...`` command. Then it runs the preflight checks and the real bundle CLI, in a
+subprocess or, on request, in this process. The overlay's handlers keep the original checkpoint under a name that
 records its hash, write the revised weights atomically, write the report and bump the bundle version. With a
 checkpoint interval, the trainer, network and optimizer are saved every few iterations into a work folder, and
 ``resume=True`` continues an interrupted revision from the newest complete checkpoint there.
@@ -105,8 +105,8 @@ def _iteration_of(path: Path) -> int:
 def find_resume_checkpoint(work_dir: str | os.PathLike) -> Path | None:
     """Return the newest complete resume checkpoint in ``work_dir``, or None when there is none.
 
-    Files are tried from the highest iteration down; a file that does not load (a save cut short by a kill) or
-    lacks the trainer, network or optimizer state is skipped with a warning.
+    Files are tried from the highest iteration down. A file that does not load (a save cut short by a kill), or
+    that lacks the trainer, network or optimizer state, is skipped with a warning.
     """
     folder = Path(work_dir)
     if not folder.is_dir():
@@ -217,7 +217,10 @@ def _run_in_process(bundle: Path, config_files: list[str], meta_file: str, overr
     previous = os.getcwd()
     os.chdir(bundle)
     try:
-        bundle_run(run_id=REVISE_RUN_ID, config_file=config_files, meta_file=meta_file, **dict(overrides))
+        # logging_file=False keeps the caller's logging configuration.
+        bundle_run(
+            run_id=REVISE_RUN_ID, config_file=config_files, meta_file=meta_file, logging_file=False, **dict(overrides)
+        )
     except RuntimeError as error:
         # MONAI wraps errors of the run expression in "Failed to evaluate ConfigExpression"; raise the cause.
         root: BaseException = error
@@ -268,6 +271,16 @@ def _preflight(
     else:
         logger.info("The training dataset of %s has no 'data' argument; the rule is checked during the run.", layout)
     return summary
+
+
+def _predicts_images(meta_file: Path) -> bool:
+    """Return True when the metadata declares an image-shaped output (a segmentation bundle)."""
+    try:
+        metadata = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    outputs = (metadata.get("network_data_format") or {}).get("outputs") or {}
+    return any(isinstance(o, dict) and o.get("type") == "image" for o in outputs.values())
 
 
 def _overlay_rule(overlay: Mapping[str, Any]) -> str | None:
@@ -333,8 +346,8 @@ def revise(
         output_overlay: where the generated overlay is written; default ``configs/revise.json`` (or ``.yaml`` for a
             YAML bundle).
         preflight: run the checks of :mod:`~monai_unlearn.bundle.preflight` first.
-        in_process: run ``monai.bundle.run`` in this process instead of a subprocess (it sets global state:
-            random seeds, logging, working directory while it runs).
+        in_process: run ``monai.bundle.run`` in this process instead of a subprocess; it sets the global random
+            seeds, and the working directory while it runs.
         dry_run: write the overlay and run the preflight, but do not run the revision.
         env: environment of the subprocess; None inherits this process's.
         output: called with each output line of the subprocess (for example ``sys.stdout.write``).
@@ -373,6 +386,10 @@ def revise(
 
     if request is not None:
         request.validate()
+        if report and _predicts_images(meta):
+            # TODO: add the segmentation report once the segmentation metrics can be selected from an overlay.
+            logger.info("The bundle predicts images (segmentation); the classification report is left out.")
+            report = False
         relative_checkpoint = _relative(checkpoint_path, bundle)
         overlay = build_overlay(
             config,

@@ -5,9 +5,9 @@
 The unlearning trainer uses these helpers to make a resumed revision reproduce an uninterrupted one exactly. The
 random state of a run lives in several places:
 
-- the global generators of torch (and CUDA), NumPy and Python: a ``DataLoader`` without a generator draws the
-  shuffling seed and the worker base seed from torch's global generator each time an iterator is created, and
-  layers such as dropout draw from it during the forward pass;
+- the global generators of torch (and CUDA), NumPy and Python. A ``DataLoader`` without a generator draws the
+  shuffling seed and the worker base seed from torch's global generator each time an iterator is created. Layers
+  such as dropout draw from it during the forward pass;
 - one ``numpy.random.RandomState`` per MONAI random transform (``Randomizable.R``), which MONAI's ``DataLoader``
   seeds once when it is built with ``num_workers=0``, and which then advances from batch to batch.
 
@@ -70,7 +70,7 @@ def random_objects(loaders: Iterable[Any]) -> list[np.random.RandomState | torch
     """Return the random generators of the transforms of each loader's dataset, in a fixed order, without repeats.
 
     The dataset's ``transform`` is searched (through ``Subset``-style ``dataset`` wrappers), descending into MONAI
-    transforms, lists, tuples and dictionaries; a generator shared by two loaders is listed once.
+    transforms, lists, tuples and dictionaries. A generator shared by two loaders is listed once.
     """
     found: list[Any] = []
     seen: set[int] = set()
@@ -117,7 +117,7 @@ def restore_random_state(state: dict[str, Any], objects: Sequence[np.random.Rand
     saved = state.get("transforms", [])
     if len(saved) != len(objects):
         raise ValueError(
-            f"The saved random state holds {len(saved)} transform generators but the data pipeline has "
+            f"The saved random state contains {len(saved)} transform generators but the data pipeline has "
             f"{len(objects)}: the resumed run's transforms differ from the interrupted run's. Resume with the same "
             "configs, or restart the revision."
         )

@@ -72,7 +72,7 @@ class UnlearningTrainer(SupervisedTrainer):
     The frozen original network is a copy of ``network`` taken at the first iteration, after the bundle's
     ``CheckpointLoader`` has loaded the trained weights at ``Events.STARTED``. Its weights, the noise generator's state
     and the method's state are part of :meth:`state_dict`, so a checkpointed revision resumes against the same original.
-    :meth:`state_dict` also holds the random state needed to continue the data stream exactly where it stopped (see
+    :meth:`state_dict` also contains the random state needed to continue the data stream exactly where it stopped (see
     :meth:`load_state_dict`), so a revision resumed from an iteration checkpoint ends with the same weights as an
     uninterrupted one.
 
@@ -285,8 +285,8 @@ class UnlearningTrainer(SupervisedTrainer):
     def state_dict(self) -> Any:
         """Return ignite's engine state plus the unlearning state under ``"unlearning"``.
 
-        The unlearning state holds the frozen original's weights, the generator state, the method state, the pass
-        history and the totals of the current pass, and the random state (see :meth:`load_state_dict`).
+        The unlearning state contains the frozen original's weights, the generator state, the method state, the pass
+        history, the totals of the current pass and the random state (see :meth:`load_state_dict`).
         """
         state = super().state_dict()
         original = None if self.original_network is None else unwrap_network(self.original_network).state_dict()
@@ -311,7 +311,7 @@ class UnlearningTrainer(SupervisedTrainer):
     def load_state_dict(self, state_dict: Any) -> None:
         """Restore the state saved by :meth:`state_dict` (the original network is rebuilt at the next iteration).
 
-        When the state holds a random state, the next :meth:`run` continues the data stream exactly: it restores the
+        When the state contains a random state, the next :meth:`run` continues the data stream exactly: it restores the
         random state saved when the interrupted epoch's data iterator was made, makes the iterator again and draws
         the batches the interrupted run had already used (so the shuffling order, the positions of the forget and
         retain loaders and the augmentation state are those of an uninterrupted run), then restores the random state

@@ -29,8 +29,8 @@ class BundleMetadataUpdater:
         metadata_file: the bundle's ``configs/metadata.json``.
         forget_rule: the forget rule (identifying values are replaced by counts in the entry).
         passes: passes over the forget set, recorded in the entry.
-        datalist: the training datalist; when given, the forget and retain counts are computed from it, else they
-            are the sample counts of the trainer's first pass.
+        datalist: the training datalist. When given, the forget and retain counts are computed from it. Otherwise
+            they are the sample counts of the trainer's first pass.
         report: the run's :class:`~monai_unlearn.handlers.UnlearningReport`, or None.
         learning_rate: the revision's learning rate, when the overlay set one.
         seed: the revision's seed.

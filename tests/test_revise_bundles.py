@@ -167,3 +167,17 @@ def test_cli_reports_bad_rule_in_one_line(trained_flat_bundle: Path, tmp_path: P
     assert result.returncode == 1, f"a bad rule should exit with 1, got {result.returncode}"
     assert "monai-unlearn revise: error: The forget rule 'label in [7]' matches none" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, "bad input should not print a traceback"
+
+
+def test_hand_written_overlay_revises_and_records(trained_zoo_bundle: Path, tmp_path: Path):
+    bundle = copy_trained_bundle(trained_zoo_bundle, tmp_path / "zoo")
+    original_sha = sha256_file(bundle / "models" / "model.pt")
+    monai_unlearn_cli(
+        "revise", str(bundle), "--overlay", "configs/unlearn.json", "--set", "unlearn#passes=1", "--set", "batch_size=16"
+    )
+    assert sha256_file(bundle / "models" / f"model.original-{original_sha[:12]}.pt") == original_sha
+    metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert metadata["version"] == "0.1.1", "a hand-written overlay without the metadata handler still bumps the version"
+    entry = metadata["changelog"]["0.1.1"]
+    assert "`label in [1]` (60 forgotten, 121 retained)" in entry, f"the rule and counts should be recorded: {entry}"
+    assert "test: forget_accuracy" in entry, f"the metrics of the overlay's report should be recorded: {entry}"

@@ -17,7 +17,6 @@ nothing is written.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,7 +38,6 @@ __all__ = [
     "check_image_files",
 ]
 
-logger = logging.getLogger(__name__)
 
 #: File suffixes read as DICOM by the image file check.
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")

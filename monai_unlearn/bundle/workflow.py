@@ -20,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,10 +29,10 @@ from typing import Any
 
 from monai_unlearn.utils import atomic_write_json, check_writable_dir, load_checkpoint, sha256_file
 
-from .layout import BundleLayout, detect_layout, find_training_configs, load_bundle_config
-from .metadata import bump_version
+from .layout import BundleLayout, BundleLayoutError, detect_layout, find_training_configs, load_bundle_config
+from .metadata import bump_version, format_changelog_entry, record_revision
 from .overlay import OVERLAY_REQUEST_KEY, REVISE_RUN_ID, ForgetRequest, build_overlay, check_overlay, write_overlay
-from .preflight import PreflightError, PreflightSummary, check_checkpoint_fits, check_datalist, check_image_files
+from .preflight import PreflightSummary, check_checkpoint_fits, check_datalist, check_image_files
 
 __all__ = [
     "RevisionError",
@@ -211,7 +212,9 @@ def _run_subprocess(command: list[str], cwd: Path, env: Mapping[str, str] | None
     return code, list(tail)
 
 
-def _run_in_process(bundle: Path, config_files: list[str], meta_file: str, overrides: Mapping[str, Any]) -> None:
+def _run_in_process(
+    bundle: Path, config_files: list[str], meta_file: str, overrides: Mapping[str, Any], run_id: str
+) -> None:
     from monai.bundle import run as bundle_run
 
     previous = os.getcwd()
@@ -219,7 +222,7 @@ def _run_in_process(bundle: Path, config_files: list[str], meta_file: str, overr
     try:
         # logging_file=False keeps the caller's logging configuration.
         bundle_run(
-            run_id=REVISE_RUN_ID, config_file=config_files, meta_file=meta_file, logging_file=False, **dict(overrides)
+            run_id=run_id, config_file=config_files, meta_file=meta_file, logging_file=False, **dict(overrides)
         )
     except RuntimeError as error:
         # MONAI wraps errors of the run expression in "Failed to evaluate ConfigExpression"; raise the cause.
@@ -271,6 +274,33 @@ def _preflight(
     else:
         logger.info("The training dataset of %s has no 'data' argument; the rule is checked during the run.", layout)
     return summary
+
+
+def _record_missing_revision(
+    meta: Path,
+    rule: str | None,
+    result: RevisionResult,
+    summary: PreflightSummary,
+    version_bump: str,
+    new_version: str | None,
+) -> str:
+    """Bump the version after a hand-written overlay whose handlers did not (it has no BundleMetadataUpdater)."""
+    report = json.loads(result.report_file.read_text(encoding="utf-8")) if result.report_file else None
+    entry = format_changelog_entry(
+        rule=rule or "the overlay's rule",
+        method=(report or {}).get("method"),
+        passes=len((report or {}).get("passes") or []) or None,
+        forget_count=summary.forget_samples,
+        retain_count=summary.retain_samples,
+        revision={
+            "original_sha256": result.original_sha256,
+            "original_backup": str(result.original_backup or ""),
+            "revised_sha256": result.revised_sha256,
+        },
+        report=report,
+    )
+    logger.info("The overlay did not record the revision in %s; recording it now.", meta)
+    return record_revision(meta, entry, version_bump, new_version)
 
 
 def _predicts_images(meta_file: Path) -> bool:
@@ -476,11 +506,19 @@ def revise(
     logging_path = _bundle_file(bundle, logging_file) if logging_file is not None else None
     if logging_path is not None and not logging_path.is_file():
         logging_path = None
+    # A generated overlay runs its own list; a hand-written one runs the bundle's (usually "run").
+    run_id = REVISE_RUN_ID if REVISE_RUN_ID in overlay else layout.run_id
+    if run_id is None:
+        raise BundleLayoutError(
+            f"Neither the overlay nor the bundle has an expression list that runs {layout.trainer_id!r}; add "
+            f'"{REVISE_RUN_ID}": ["$@{layout.trainer_id}.run()"] to the overlay.'
+        )
     command = bundle_command(
         [_relative(f, bundle) for f in run_files],
         _relative(meta, bundle),
         _relative(logging_path, bundle) if logging_path else None,
         run_overrides,
+        run_id=run_id,
     )
     result = RevisionResult(
         bundle_dir=bundle,
@@ -500,8 +538,9 @@ def revise(
         return result
 
     logger.info("Running the revision: %s", " ".join(command))
+    started = time.time()
     if in_process:
-        _run_in_process(bundle, [str(f) for f in run_files], str(meta), run_overrides)
+        _run_in_process(bundle, [str(f) for f in run_files], str(meta), run_overrides, run_id)
     else:
         code, lines = _run_subprocess(command, bundle, env, output, timeout)
         if code != 0:
@@ -514,13 +553,16 @@ def revise(
                 + "\nLast output lines:\n" + "\n".join(lines[-40:])
             )
 
-    metadata = json.loads(meta.read_text(encoding="utf-8"))
-    result.version = str(metadata.get("version"))
     result.revised_sha256 = sha256_file(checkpoint_path)
     backups = sorted(checkpoint_path.parent.glob(f"{checkpoint_path.stem}.original-{original_sha256[:12]}*"))
     result.original_backup = backups[0] if backups else None
     report_file = bundle / "eval" / "unlearning" / "unlearning_report.json"
-    result.report_file = report_file if report_file.is_file() and layout.validation_loader_id and report else None
+    if report_file.is_file() and report_file.stat().st_mtime >= started:
+        result.report_file = report_file
+    metadata = json.loads(meta.read_text(encoding="utf-8"))
+    result.version = str(metadata.get("version"))
+    if result.version == previous_version and result.revised_sha256 != original_sha256:
+        result.version = _record_missing_revision(meta, rule, result, summary, version_bump, new_version)
     _remove_work_files(work)
     logger.info(
         "Revision complete: version %s -> %s, original kept as %s.", previous_version, result.version,

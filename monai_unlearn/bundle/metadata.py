@@ -113,7 +113,7 @@ def _metric_changes(report: Mapping[str, Any] | None) -> list[str]:
 
 
 def format_changelog_entry(
-    rule: ForgetRule | str,
+    rule: ForgetRule | str | None,
     method: Mapping[str, Any] | None,
     passes: int | None,
     forget_count: int | None,
@@ -126,7 +126,7 @@ def format_changelog_entry(
     """Return the changelog text of a revision (one line; no identifiers in clear).
 
     Args:
-        rule: the forget rule.
+        rule: the forget rule, or None when it is not known (a hand-written overlay that defines it elsewhere).
         method: the method's settings, as returned by ``UnlearningMethod.config()``.
         passes: passes over the forget set.
         forget_count, retain_count: training samples forgotten and retained.
@@ -147,8 +147,8 @@ def format_changelog_entry(
         settings.append(f"lr={learning_rate}")
     if seed is not None:
         settings.append(f"seed={seed}")
-    text = f"unlearning revision (monai_unlearn {monai_unlearn.__version__}): forgot the training samples matching "
-    text += f"`{describe_rule_for_record(rule)}`"
+    text = f"unlearning revision (monai_unlearn {monai_unlearn.__version__}): forgot the training samples "
+    text += "selected by the overlay's forget rule" if rule is None else f"matching `{describe_rule_for_record(rule)}`"
     if forget_count is not None and retain_count is not None:
         text += f" ({forget_count} forgotten, {retain_count} retained)"
     text += f"; method {name} ({', '.join(settings)})"

@@ -334,13 +334,15 @@ def check_overlay(config: dict, overlay: dict, layout: BundleLayout) -> None:
             replaces_trainer = True
         if not append and "#" not in config_id:
             merged[config_id] = value
+    trainer = get_config_item(config, layout.trainer_id)
+    if isinstance(trainer, dict) and trainer.get("_target_") == _UNLEARNING_TRAINER:
+        replaces_trainer = True  # an earlier config file (such as unlearn.json before unlearn_paired.json) did it
     if not replaces_trainer:
         raise BundleLayoutError(
             f"The overlay does not set {layout.trainer_id + '#_target_'!r} to {_UNLEARNING_TRAINER!r}, so the bundle "
             "would run its ordinary training instead of a revision (and its validator could overwrite the "
             "checkpoint). Add that key, or regenerate the overlay with `monai-unlearn revise`."
         )
-    get_config_item(config, layout.trainer_id)
 
 
 def dump_config(config: dict, suffix: str) -> str:

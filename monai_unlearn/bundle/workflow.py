@@ -287,7 +287,7 @@ def _record_missing_revision(
     """Bump the version after a hand-written overlay whose handlers did not (it has no BundleMetadataUpdater)."""
     report = json.loads(result.report_file.read_text(encoding="utf-8")) if result.report_file else None
     entry = format_changelog_entry(
-        rule=rule or "the overlay's rule",
+        rule=rule,
         method=(report or {}).get("method"),
         passes=len((report or {}).get("passes") or []) or None,
         forget_count=summary.forget_samples,
@@ -445,7 +445,7 @@ def revise(
         overlay = ConfigParser.load_config_file(str(overlay_path))
         if not isinstance(overlay, dict):
             raise ValueError(f"Overlay file {str(overlay_path)!r} must hold a mapping of config ids to values.")
-        rule = _overlay_rule(overlay)
+        rule = _overlay_rule(overlay) or _overlay_rule(config)
     check_overlay(config, overlay, layout)
 
     check_writable_dir(checkpoint_path.parent, "checkpoint")

@@ -351,6 +351,8 @@ class UnlearningTrainer(SupervisedTrainer):
     def _random_objects(self) -> list[Any]:
         return random_objects([self.data_loader, self.retain_loader])
 
+    # NOTE: these two overrides rely on private hooks of ignite's Engine (checked with pytorch-ignite 0.5.5); the
+    # resume tests fail if a later ignite renames them.
     def _setup_dataloader_iter(self) -> None:  # overrides ignite's (private) hook that makes each data iterator
         self._epoch_random_state = capture_random_state(self._random_objects())
         super()._setup_dataloader_iter()

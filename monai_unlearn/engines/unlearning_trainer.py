@@ -321,7 +321,8 @@ class UnlearningTrainer(SupervisedTrainer):
         Note:
             Exact continuation assumes that the data pipeline is the same as in the interrupted run, that its
             random transforms draw from MONAI's per-transform generators (``Randomizable.R``) or the global ones,
-            and that the loaders do not keep worker processes between epochs (``persistent_workers=False``).
+            that the training loader has a length, and that the loaders do not keep worker processes between
+            epochs (``persistent_workers=False``).
         """
         state_dict = dict(state_dict)
         extra = state_dict.pop("unlearning", None)

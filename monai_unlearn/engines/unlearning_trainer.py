@@ -180,6 +180,7 @@ class UnlearningTrainer(SupervisedTrainer):
         self._retain_batches_drawn = 0
         self._pending_resume: dict[str, Any] | None = None
         self._restored_pass_totals: dict[str, float] | None = None
+        self._unfinished_pass: int | None = None
 
         self.generator = torch.Generator(device=self.state.device)
         self.generator.manual_seed(self.seed + self._rank())
@@ -232,16 +233,26 @@ class UnlearningTrainer(SupervisedTrainer):
                 raise ValueError("The retain loader is empty: the forget set covers the whole training set.")
 
     def _reset_pass_totals(self, _: Any = None) -> None:
+        self._complete_unfinished_pass()
         if self._restored_pass_totals is not None:
             # A run resumed in the middle of a pass continues that pass's totals.
             self._pass_totals, self._restored_pass_totals = self._restored_pass_totals, None
             return
         self._pass_totals = {"forget_samples": 0.0, "retain_samples": 0.0}
 
-    def _complete_pass(self, _: Any = None) -> None:
+    def _complete_unfinished_pass(self) -> None:
+        """Write the summary of a pass whose last iteration was checkpointed just before the run was interrupted."""
+        if self._unfinished_pass is None:
+            return
+        self._ensure_ready()
+        epoch, self._unfinished_pass = self._unfinished_pass, None
+        self._complete_pass(epoch=epoch)
+
+    def _complete_pass(self, _: Any = None, epoch: int | None = None) -> None:
+        epoch = int(self.state.epoch if epoch is None else epoch)
         totals = self._pass_totals
         summary: dict[str, Any] = {
-            "pass": int(self.state.epoch),
+            "pass": epoch,
             "forget_samples": int(totals.get("forget_samples", 0)),
             "retain_samples": int(totals.get("retain_samples", 0)),
         }
@@ -251,12 +262,12 @@ class UnlearningTrainer(SupervisedTrainer):
         if self.pairing == "flag":
             if summary["forget_samples"] == 0:
                 raise ValueError(
-                    f"No sample of pass {self.state.epoch} had {self.forget_key}=1: the forget rule matched nothing. "
+                    f"No sample of pass {epoch} had {self.forget_key}=1: the forget rule matched nothing. "
                     "Check the rule of TagForgetd against the datalist."
                 )
             if summary["retain_samples"] == 0:
                 raise ValueError(
-                    f"Every sample of pass {self.state.epoch} had {self.forget_key}=1: the forget set is the whole "
+                    f"Every sample of pass {epoch} had {self.forget_key}=1: the forget set is the whole "
                     "training set, so nothing would be retained. Narrow the forget rule or retrain from scratch."
                 )
         self.history.append(summary)
@@ -264,7 +275,7 @@ class UnlearningTrainer(SupervisedTrainer):
             if key in summary:
                 self.state.metrics[key] = summary[key]
         details = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if k != "pass")
-        logger.info("Unlearning pass %d/%d (%s): %s", self.state.epoch, self.state.max_epochs, self.method.name, details)
+        logger.info("Unlearning pass %d/%d (%s): %s", epoch, self.state.max_epochs, self.method.name, details)
         self.method.on_pass_completed(self)
 
     def _start_pass(self, _: Any = None) -> None:
@@ -279,6 +290,7 @@ class UnlearningTrainer(SupervisedTrainer):
             self.terminate()
 
     def _finalize_method(self, _: Any = None) -> None:
+        self._complete_unfinished_pass()
         self.method.finalize(self)
 
     # ------------------------------------------------------------------------------------------------ state
@@ -315,8 +327,8 @@ class UnlearningTrainer(SupervisedTrainer):
         random state saved when the interrupted epoch's data iterator was made, makes the iterator again and draws
         the batches the interrupted run had already used (so the shuffling order, the positions of the forget and
         retain loaders and the augmentation state are those of an uninterrupted run), then restores the random state
-        of the moment of the checkpoint. A state saved at the end of a pass completes that pass's summary here.
-        States without these entries (older checkpoints) load as before.
+        of the moment of the checkpoint. For a state saved at the end of a pass, that pass's summary is written at
+        the next pass start (or at COMPLETED). States without these entries (older checkpoints) load as before.
 
         Note:
             Exact continuation assumes that the data pipeline is the same as in the interrupted run, that its
@@ -344,9 +356,9 @@ class UnlearningTrainer(SupervisedTrainer):
             if length and self.state.iteration % length:
                 self._restored_pass_totals = dict(totals)
             elif self.state.iteration and len(self.history) < self.state.epoch:
-                # Saved after the last iteration of a pass but before its summary.
+                # Saved after the last iteration of a pass but before its summary, which the next event writes.
                 self._pass_totals = dict(totals)
-                self._complete_pass()
+                self._unfinished_pass = int(self.state.epoch)
 
     # ------------------------------------------------------------------------------------------------ resume
     def _random_objects(self) -> list[Any]:

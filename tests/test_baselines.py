@@ -154,7 +154,11 @@ def test_overlays_select_registered_methods():
     for path in overlays:
         config = json.loads(path.read_text())
         assert config["unlearn#method"] == path.stem, f"{path.name} selects {config['unlearn#method']!r}"
-        method = create_method(config["unlearn#method"], **config["unlearn#method_kwargs"])
+        # Resolve the overlay as the bundle CLI does, merged after train.json and unlearn.json, so that references
+        # such as "@unlearn#epsilon" take the values of unlearn.json.
+        parser = ConfigParser()
+        parser.read_config([str(MODALITY_BUNDLE / "configs" / name) for name in ("train.json", "unlearn.json")] + [str(path)])
+        method = create_method(parser.get_parsed_content("unlearn#method"), **parser.get_parsed_content("unlearn#method_kwargs"))
         assert method is not None, f"{path.name} settings should build the method"
 
 

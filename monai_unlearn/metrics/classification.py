@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from monai.engines.utils import default_prepare_batch
 
+from .mia import prediction_confidence, prediction_entropy
+
 __all__ = ["ClassifierEvaluation", "evaluate_classifier", "collect_classifier_outputs"]
 
 
@@ -30,6 +32,7 @@ class ClassifierEvaluation:
         labels: ``(N,)`` integer class labels.
         flags: ``(N,)`` integer forget flags (all 0 when the loader carries none).
         losses: ``(N,)`` per-sample cross-entropy.
+        summary: the split's metrics, filled by :func:`evaluate_classifier`.
     """
 
     logits: np.ndarray
@@ -41,6 +44,16 @@ class ClassifierEvaluation:
     @property
     def predictions(self) -> np.ndarray:
         return self.logits.argmax(axis=1)
+
+    @property
+    def confidences(self) -> np.ndarray:
+        """Softmax probability of each sample's true label, the feature of the confidence SVC attack."""
+        return prediction_confidence(self.logits, self.labels)
+
+    @property
+    def entropies(self) -> np.ndarray:
+        """Entropy (in nats) of each sample's softmax prediction, the feature of the entropy SVC attack."""
+        return prediction_entropy(self.logits)
 
 
 def _labels_as_indices(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

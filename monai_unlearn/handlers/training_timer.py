@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from monai_unlearn.metrics.cost import CostMonitor
 from monai_unlearn.utils import atomic_write_json
 
 __all__ = ["TrainingTimeRecorder"]
@@ -34,6 +35,7 @@ class TrainingTimeRecorder:
         self.output_file = output_file
         self.logger = logging.getLogger(name)
         self._start: float | None = None
+        self._monitor: CostMonitor | None = None
 
     def attach(self, engine: Engine) -> None:
         """Register the handler on ``engine``'s STARTED and COMPLETED events."""
@@ -41,12 +43,14 @@ class TrainingTimeRecorder:
         engine.add_event_handler(Events.COMPLETED, self._completed)
 
     def _started(self, engine: Engine) -> None:
+        self._monitor = CostMonitor(getattr(engine.state, "device", None)).start()
         self._start = time.perf_counter()
 
     def _completed(self, engine: Engine) -> None:
         if self._start is None:
             raise RuntimeError("TrainingTimeRecorder saw COMPLETED without STARTED; attach it before running.")
         seconds = time.perf_counter() - self._start
+        cost = self._monitor.stop() if self._monitor is not None else None
         device = getattr(engine.state, "device", None)
         record: dict[str, Any] = {
             "wall_time_seconds": seconds,
@@ -56,5 +60,12 @@ class TrainingTimeRecorder:
             "torch_threads": torch.get_num_threads(),
             "completed_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
+        if cost is not None:
+            record.update(
+                peak_memory_bytes=cost.peak_memory_bytes,
+                peak_rss_bytes=cost.peak_rss_bytes,
+                rss_scope=cost.rss_scope,
+                peak_cuda_bytes=cost.peak_cuda_bytes,
+            )
         atomic_write_json(self.output_file, record)
         self.logger.info("Training took %.1f s over %d epochs; recorded in %s.", seconds, record["epochs"], self.output_file)

@@ -14,9 +14,11 @@ __version__ = "0.1.0"
 from . import data, engines, handlers, inner, losses, methods, metrics, optimizers, transforms  # noqa: E402
 from . import baselines  # noqa: E402  (registers the baseline methods by name)
 from . import bundle  # noqa: E402
+from . import audit, oracle  # noqa: E402
 
 __all__ = [
     "__version__",
+    "audit",
     "baselines",
     "bundle",
     "data",
@@ -27,5 +29,6 @@ __all__ = [
     "methods",
     "metrics",
     "optimizers",
+    "oracle",
     "transforms",
 ]

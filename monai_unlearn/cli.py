@@ -6,7 +6,9 @@ Sub-commands:
 
 - ``revise BUNDLE_DIR --forget RULE [...]``: revise a bundle in place through the MONAI bundle CLI;
 - ``layout BUNDLE_DIR``: print the ids a revision would change, without writing anything;
-- ``verify-metadata BUNDLE_DIR``: check ``configs/metadata.json`` against the offline schema.
+- ``verify-metadata BUNDLE_DIR``: check ``configs/metadata.json`` against the offline schema;
+- ``oracle --bundle-root BUNDLE_DIR [...]``: train (or reuse from the cache) the bundle's retrain oracle, with the
+  options of ``python -m monai_unlearn.oracle``.
 
 Run ``monai-unlearn revise --help`` for every option.
 """
@@ -117,6 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("bundle_dir")
     verify.add_argument("--meta-file", default="configs/metadata.json")
     verify.add_argument("--schema", help="JSON schema file (default: the one shipped with monai_unlearn)")
+
+    from monai_unlearn.oracle.__main__ import add_arguments as add_oracle_arguments
+
+    oracle = commands.add_parser(
+        "oracle",
+        help="train (or reuse from the cache) the bundle's retrain oracle",
+        description="Train (or reuse from the cache) the retrain oracle of a MONAI bundle: the bundle's own training "
+        "recipe on its retain set. The last line of the output is the path of the oracle's weights.",
+    )
+    add_oracle_arguments(oracle)
     return parser
 
 
@@ -205,6 +217,12 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _oracle(args: argparse.Namespace) -> int:
+    from monai_unlearn.oracle.__main__ import run
+
+    return run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``monai-unlearn``; return the exit status (1 with a one-line error for bad input)."""
     args = build_parser().parse_args(argv)
@@ -212,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s - %(name)s - %(levelname)s - %(message)s",
     )
-    handlers = {"revise": _revise, "layout": _layout, "verify-metadata": _verify}
+    handlers = {"revise": _revise, "layout": _layout, "verify-metadata": _verify, "oracle": _oracle}
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError) as error:

@@ -2,7 +2,7 @@
 beside the original and revised models, the plots, the audit manifest, and no case ID in clear anywhere.
 
 One revision of the small modality classifier (2 passes, psg_retain) runs once per module with every handler
-attached; the forget set is a list of case IDs, as for patients' deletion requests, and the oracle is the same
+attached. The forget set is a list of case IDs, as for patients' deletion requests, and the oracle is the same
 DenseNet trained on the retain set only. Budget: about 15 s on one CPU thread.
 """
 
@@ -182,11 +182,12 @@ def test_metrics_handler_keeps_curves(revision):
     for row in revision.report["curves"]:
         for key in ("forget_train_accuracy", "retain_accuracy", "test_accuracy"):
             assert isinstance(row.get(key), float), f"curve row of pass {row['pass']} lacks {key}: {row}"
-    assert revision.report["curves"][-1]["forget_train_accuracy"] == revision.report["metrics"]["forget_train_accuracy"]["revised"]
-    assert "forget_train_accuracy" in revision.trainer.state.metrics, "headline metrics should reach engine.state.metrics"
+    last = revision.report["curves"][-1]["forget_train_accuracy"]
+    assert last == revision.report["metrics"]["forget_train_accuracy"]["revised"], "the last pass is the revised model"
+    assert "forget_train_accuracy" in revision.trainer.state.metrics, "headline metrics belong in engine.state.metrics"
 
 
-def test_heldout_split_has_no_forget_samples_for_case_rule(revision):
+def test_case_rule_leaves_heldout_unflagged(revision):
     metrics = revision.report["metrics"]
     assert metrics["forget_heldout_accuracy"]["original"] is None, "test cases are never in a training deletion request"
     non_member_set = revision.report["mia"]["original"]["loss_threshold"]["details"]["non_member_set"]
@@ -203,9 +204,9 @@ def test_report_sets_oracle_beside_original_and_revised(revision):
         gap = report["gap"][model]
         assert gap["mean"] is not None and gap["mean"] >= 0, f"the {model} model needs a mean gap to the oracle: {gap}"
         expected = abs(report["metrics"]["retain_accuracy"][model] - report["metrics"]["retain_accuracy"]["oracle"])
-        assert gap["per_metric"]["retain_accuracy"] == pytest.approx(expected), "the gap must be the absolute difference"
+        assert gap["per_metric"]["retain_accuracy"] == pytest.approx(expected), "a gap is an absolute difference"
     assert report["splits"]["test"]["oracle"]["accuracy"] == report["metrics"]["test_accuracy"]["oracle"]
-    assert "| metric | original | revised | oracle |" in revision.markdown, "the Markdown summary needs all three models"
+    assert "| metric | original | revised | oracle |" in revision.markdown, "the Markdown summary needs all 3 models"
 
 
 def test_membership_inference_for_every_model(revision):
@@ -227,7 +228,8 @@ def test_relearn_times_for_revised_and_oracle(revision):
     target = revision.report["metrics"]["forget_train_accuracy"]["original"]
     for model, result in relearn.items():
         assert result["target"] == pytest.approx(target), f"{model}: the target is the original's forget accuracy"
-        assert result["settings"]["optimizer"] == "sgd" and result["settings"]["learning_rate"] == 0.01, result
+        assert result["settings"]["optimizer"] == "sgd", f"{model}: the default relearn optimizer is SGD: {result}"
+        assert result["settings"]["learning_rate"] == 0.01, f"{model}: the default learning rate is 0.01: {result}"
         assert result["curve"][0][0] == 0, f"{model}: the curve starts at step 0"
 
 
@@ -236,7 +238,8 @@ def test_report_plots_are_png(revision):
     assert plots == ["unlearning_report_metrics.png", "unlearning_report_curves.png"], f"plots written: {plots}"
     for name in plots:
         with Image.open(revision.output_dir / "report" / name) as image:
-            assert image.format == "PNG" and image.size[0] > 300, f"{name}: {image.format} {image.size}"
+            assert image.format == "PNG", f"{name} is a {image.format} image"
+            assert image.size[0] > 300, f"{name} is only {image.size} pixels"
         assert f"]({name})" in revision.markdown, f"the Markdown report should embed {name}"
 
 
@@ -245,7 +248,8 @@ def test_report_records_revision_cost(revision):
     cost = timing["revision_cost"]
     assert cost["passes"] == PASSES, f"the cost should cover {PASSES} passes: {cost}"
     assert 0 < timing["revision_seconds"] == cost["wall_seconds"], f"revision wall time: {timing}"
-    assert cost["peak_rss_bytes"] > 0 and cost["peak_cuda_bytes"] is None, f"CPU peak memory: {cost}"
+    assert cost["peak_rss_bytes"] > 0, f"the peak RSS should be measured: {cost}"
+    assert cost["peak_cuda_bytes"] is None, f"a CPU run has no CUDA peak: {cost}"
 
 
 def test_audit_manifest_hashes_forgotten_cases(revision):
@@ -263,7 +267,8 @@ def test_audit_manifest_records_checkpoints_config_versions(revision):
     revision_state = revision.trainer.state.revision
     assert manifest["checkpoints"]["original_sha256"] == revision_state["original_sha256"], "original digest"
     assert manifest["checkpoints"]["revised_sha256"] == revision_state["revised_sha256"], "revised digest"
-    assert manifest["method"]["preset"] == "psg_retain" and manifest["passes"] == PASSES, manifest["method"]
+    assert manifest["method"]["preset"] == "psg_retain", f"the method's settings are missing: {manifest['method']}"
+    assert manifest["passes"] == PASSES, f"expected {PASSES} passes, got {manifest['passes']}"
     assert set(manifest["versions"]) >= {"monai_unlearn", "monai", "torch", "pytorch-ignite", "python"}
     assert manifest["bundle_config"]["config"]["forget_rule"].startswith("CaseIdIn(['<id:"), (
         f"case IDs in the recorded config must be replaced by hashes: {manifest['bundle_config']['config']}"
@@ -271,7 +276,7 @@ def test_audit_manifest_records_checkpoints_config_versions(revision):
     assert revision.report["audit_manifest"] == "audit_manifest.json", "the report should name the manifest"
 
 
-def test_no_case_id_or_salt_in_outputs_or_logs(revision):
+def test_outputs_and_logs_hide_case_ids(revision):
     written = [path for path in (revision.output_dir / "report").rglob("*") if path.is_file()]
     assert len(written) >= 5, f"expected report, manifest and plots, found {[p.name for p in written]}"
     for path in written:
@@ -314,7 +319,10 @@ def test_oracle_checkpoint_must_fit_network(modality_classifier, tmp_path):
     wrong = torch.nn.Linear(3, 3)
     torch.save(wrong.state_dict(), tmp_path / "oracle.pt")
     handler = UnlearningMetrics(
-        {"train": evaluation_loader(modality_classifier.train, "label in {1}"), "test": evaluation_loader(modality_classifier.test, "label in {1}")},
+        {
+            "train": evaluation_loader(modality_classifier.train, "label in {1}"),
+            "test": evaluation_loader(modality_classifier.test, "label in {1}"),
+        },
         oracle_checkpoint=tmp_path / "oracle.pt",
     )
     trainer = psg_trainer(copy.deepcopy(modality_classifier.network), modality_classifier.train)
@@ -329,7 +337,7 @@ def test_audit_manifest_needs_salt(modality_classifier, tmp_path):
         AuditManifest(tmp_path, "label in {1}", modality_classifier.train, salt="short")
 
 
-def test_evaluation_handlers_leave_revision_unchanged(modality_classifier, tmp_path):
+def test_handlers_leave_revision_unchanged(modality_classifier, tmp_path):
     """Per-pass evaluation, attacks, the oracle and relearn times must not change the revised weights."""
     rule = "label in {1}"
     oracle_path = tmp_path / "oracle.pt"
@@ -338,7 +346,8 @@ def test_evaluation_handlers_leave_revision_unchanged(modality_classifier, tmp_p
     for with_handlers in (False, True):
         network = copy.deepcopy(modality_classifier.network)
         # The training loader shuffles with torch's global generator, so any draw by a handler would change the order.
-        loader = DataLoader(Dataset([dict(e) for e in modality_classifier.train], transform=TagForgetd(rule)), batch_size=32, shuffle=True)
+        entries = [dict(e) for e in modality_classifier.train]
+        loader = DataLoader(Dataset(entries, transform=TagForgetd(rule)), batch_size=32, shuffle=True)
         trainer = UnlearningTrainer(
             device="cpu",
             max_epochs=2,
@@ -348,7 +357,10 @@ def test_evaluation_handlers_leave_revision_unchanged(modality_classifier, tmp_p
             method="psg",
             method_kwargs={"epsilon": 0.1, "box": (0.0, 1.0)},
         )
-        loaders = {"train": evaluation_loader(modality_classifier.train, rule), "test": evaluation_loader(modality_classifier.test, rule)}
+        loaders = {
+            "train": evaluation_loader(modality_classifier.train, rule),
+            "test": evaluation_loader(modality_classifier.test, rule),
+        }
         if with_handlers:
             UnlearningMetrics(loaders, oracle_checkpoint=oracle_path, relearn={"max_steps": 3}).attach(trainer)
             MembershipInference(every_pass=True).attach(trainer)

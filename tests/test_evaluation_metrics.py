@@ -41,6 +41,10 @@ def _one_thread(single_torch_thread):
     yield
 
 
+def pred_and_label(output: dict) -> tuple:
+    return output["pred"], output["label"]
+
+
 def tagged_loader(entries: list[dict], batch_size: int = 32) -> DataLoader:
     return DataLoader(Dataset([dict(e) for e in entries], transform=TagForgetd(RULE)), batch_size=batch_size)
 
@@ -70,7 +74,7 @@ def network_without_forget_class(modality_classifier) -> torch.nn.Module:
 # ------------------------------------------------------------------------------------------ ForgetSplitAccuracy
 def test_split_accuracy_matches_evaluate_classifier(modality_classifier):
     loader = tagged_loader(modality_classifier.test)
-    metric = ForgetSplitAccuracy(num_classes=3, class_names=CLASS_NAMES, output_transform=lambda o: (o["pred"], o["label"]))
+    metric = ForgetSplitAccuracy(num_classes=3, class_names=CLASS_NAMES, output_transform=pred_and_label)
     evaluator = SupervisedEvaluator(
         device="cpu", val_data_loader=loader, network=modality_classifier.network, decollate=False
     )
@@ -80,7 +84,7 @@ def test_split_accuracy_matches_evaluate_classifier(modality_classifier):
     computed = evaluator.state.metrics["split_accuracy"]
     expected = evaluate_classifier(modality_classifier.network, loader, "cpu", class_names=CLASS_NAMES).summary
     for key in ("accuracy", "forget_accuracy", "retain_accuracy", "forget_samples", "retain_samples"):
-        assert computed[key] == pytest.approx(expected[key]), f"{key}: metric {computed[key]}, evaluation {expected[key]}"
+        assert computed[key] == pytest.approx(expected[key]), f"{key}: metric {computed[key]}, expected {expected[key]}"
     assert computed["per_class_accuracy"] == pytest.approx(expected["per_class_accuracy"]), "per-class values differ"
     assert evaluator.state.metrics["forget_accuracy"] == computed["forget_accuracy"], "values should be spread too"
 
@@ -100,8 +104,10 @@ def test_split_accuracy_reads_flags_of_decollated_batch(modality_classifier):
 
 def test_split_accuracy_without_flags_raises(modality_classifier):
     loader = DataLoader(Dataset([dict(e) for e in modality_classifier.test]), batch_size=32)
-    metric = ForgetSplitAccuracy(num_classes=3, output_transform=lambda o: (o["pred"], o["label"]))
-    evaluator = SupervisedEvaluator(device="cpu", val_data_loader=loader, network=modality_classifier.network, decollate=False)
+    metric = ForgetSplitAccuracy(num_classes=3, output_transform=pred_and_label)
+    evaluator = SupervisedEvaluator(
+        device="cpu", val_data_loader=loader, network=modality_classifier.network, decollate=False
+    )
     metric.attach(evaluator, "split_accuracy")
     with pytest.raises(ValueError, match="no forget flag 'forget'.*TagForgetd"):
         evaluator.run()
@@ -130,7 +136,8 @@ def test_split_accuracy_reduces_over_two_gloo_processes(tmp_path):
     rng = np.random.default_rng(0)
     batches = []
     for size in (7, 5, 9, 4):
-        batches.append((rng.normal(size=(size, 3)).tolist(), rng.integers(0, 3, size).tolist(), rng.integers(0, 2, size).tolist()))
+        logits = rng.normal(size=(size, 3)).tolist()
+        batches.append((logits, rng.integers(0, 3, size).tolist(), rng.integers(0, 2, size).tolist()))
     single = ForgetSplitAccuracy(num_classes=3)
     for y_pred, y, flags in batches:
         single.update((torch.tensor(y_pred), torch.tensor(y), torch.tensor(flags)))
@@ -164,16 +171,19 @@ def test_headline_metrics_name_the_splits():
 def test_oracle_gap_per_metric_and_mean():
     revised = {"forget_train_accuracy": 0.1, "retain_accuracy": 0.9, "mia_efficacy": 0.8, "test_accuracy": None}
     oracle = {"forget_train_accuracy": 0.0, "retain_accuracy": 0.95, "mia_efficacy": 1.0, "test_accuracy": 0.9}
-    gap = oracle_gap(revised, oracle, metrics=["forget_train_accuracy", "retain_accuracy", "mia_efficacy", "test_accuracy"])
-    assert gap["per_metric"] == pytest.approx({"forget_train_accuracy": 0.1, "retain_accuracy": 0.05, "mia_efficacy": 0.2})
-    assert gap["mean"] == pytest.approx((0.1 + 0.05 + 0.2) / 3), "a metric missing on one side must stay out of the mean"
+    chosen = ["forget_train_accuracy", "retain_accuracy", "mia_efficacy", "test_accuracy"]
+    gap = oracle_gap(revised, oracle, metrics=chosen)
+    expected = {"forget_train_accuracy": 0.1, "retain_accuracy": 0.05, "mia_efficacy": 0.2}
+    assert gap["per_metric"] == pytest.approx(expected), f"per-metric gaps: {gap['per_metric']}"
+    assert gap["mean"] == pytest.approx((0.1 + 0.05 + 0.2) / 3), "a metric one side lacks must stay out of the mean"
     assert gap["metrics"] == ["forget_train_accuracy", "retain_accuracy", "mia_efficacy"]
 
 
 def test_compare_models_without_oracle_has_no_gap():
     comparison = compare_models({"original": {"a": 1.0}, "revised": {"a": 0.5}})
     assert comparison["metrics"] == {"a": {"original": 1.0, "revised": 0.5}}
-    assert comparison["gap"] == {} and comparison["reference"] is None, "no gap can be computed without an oracle"
+    assert comparison["gap"] == {}, "no gap can be computed without an oracle"
+    assert comparison["reference"] is None, "the reference must be None when the oracle is missing"
 
 
 def test_classifier_evaluation_gives_attack_features(modality_classifier):
@@ -216,7 +226,8 @@ def test_relearn_leaves_network_unchanged(modality_classifier):
 
 
 def test_relearn_without_forget_samples_raises(modality_classifier):
-    loader = DataLoader(Dataset([dict(e) for e in modality_classifier.train], transform=TagForgetd("label in {9}")), batch_size=32)
+    entries = [dict(e) for e in modality_classifier.train]
+    loader = DataLoader(Dataset(entries, transform=TagForgetd("label in {9}")), batch_size=32)
     with pytest.raises(ValueError, match="no forget sample"):
         relearn_time(modality_classifier.network, loader, target=0.9)
 
@@ -245,7 +256,8 @@ def test_cost_monitor_sees_peak_inside_window():
     cost = monitor.cost
     assert cost is not None and cost.wall_seconds > 0, f"the wall time should be measured: {cost}"
     assert cost.peak_rss_bytes is not None and cost.peak_rss_bytes > 40 * 2**20, f"peak RSS missed the block: {cost}"
-    assert cost.peak_cuda_bytes is None and cost.peak_memory_bytes == cost.peak_rss_bytes, "CPU peak is the RSS"
+    assert cost.peak_cuda_bytes is None, f"a CPU window has no CUDA peak: {cost}"
+    assert cost.peak_memory_bytes == cost.peak_rss_bytes, "the peak memory of a CPU run is its RSS"
 
 
 def test_cost_monitor_window_excludes_earlier_peak():

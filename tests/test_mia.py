@@ -189,7 +189,7 @@ def test_class_matched_indices_keep_proportions():
     candidates = np.array([0] * 50 + [1] * 5 + [2] * 20)
     chosen = class_matched_indices(members, candidates, seed=0)
     counts = np.bincount(candidates[chosen], minlength=3)
-    assert counts.tolist() == [15, 5, 0], f"expected 3:1 proportions limited by the 5 candidates of class 1, got {counts}"
+    assert counts.tolist() == [15, 5, 0], f"expected 3:1 proportions, limited by the 5 candidates of class 1: {counts}"
     assert len(set(chosen.tolist())) == len(chosen), "candidates must be drawn without replacement"
 
 

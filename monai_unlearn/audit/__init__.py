@@ -4,7 +4,13 @@
 
 from __future__ import annotations
 
-from .bundle_config import BUNDLE_RUN_ARGUMENTS, bundle_cli_arguments, bundle_cli_config, config_digest, merge_bundle_config
+from .bundle_config import (
+    BUNDLE_RUN_ARGUMENTS,
+    bundle_cli_arguments,
+    bundle_cli_config,
+    config_digest,
+    merge_bundle_config,
+)
 from .identifiers import MIN_SALT_BYTES, IdentifierRedactor, forget_manifest, read_salt, salted_hash, salted_hashes
 
 __all__ = [

@@ -137,7 +137,7 @@ def bundle_cli_arguments(argv: Sequence[str] | None = None) -> dict[str, Any] | 
 
 
 def bundle_cli_config(argv: Sequence[str] | None = None, base_dir: str | os.PathLike | None = None) -> dict | None:
-    """Describe the config of the running bundle CLI process: its files with their SHA-256, overrides and merged content.
+    """Describe the config of the running bundle CLI process: files with their SHA-256, overrides, merged content.
 
     Args:
         argv: the command line; None uses ``sys.argv``.

@@ -2,7 +2,7 @@
 # Licensed under the Apache License, Version 2.0 (the "License").
 """Salted hashes of case identifiers, the forget manifest, and redaction of identifiers in recorded text.
 
-Reports, audit manifests and oracle cache keys must say which cases were forgotten without naming them. They record
+Reports, audit manifests and oracle cache keys must record which cases were forgotten without naming them. They record
 ``HMAC-SHA256(salt, case_id)`` instead of the case ID: the same salt always gives the same hash, so a later audit
 can check whether a given case was forgotten (by hashing its ID with the same salt), but without the salt nobody can
 test guessed IDs against the hashes. The salt is a secret: it comes from a file or an argument, and it is never
@@ -73,7 +73,9 @@ def read_salt(
         value = path.read_bytes().strip()
         source = f"salt file {str(path)!r}"
     else:
-        raise ValueError("No salt given: pass salt=... or salt_file=... (a file holding a secret of at least 16 bytes).")
+        raise ValueError(
+            "No salt given: pass salt=... or salt_file=... (a file holding a secret of at least 16 bytes)."
+        )
     if len(value) < MIN_SALT_BYTES:
         raise ValueError(
             f"The salt from {source} has {len(value)} bytes; use at least {MIN_SALT_BYTES} random bytes so that "
@@ -121,11 +123,12 @@ def forget_manifest(
         allow_missing_keys: retain entries that lack a field the rule reads instead of raising.
 
     Returns:
-        A dictionary with ``rule`` (the rule's description, which never lists case IDs), ``id_key``,
-        ``forget_samples``, ``forget_cases``, ``retain_samples``, ``retain_cases``, ``forget_case_hashes`` (the sorted
-        salted hashes of the forgotten case IDs) and ``retain_digest`` (SHA-256 over the sorted salted hashes of the
-        retained case IDs, which changes whenever the retain set changes). A case with samples on both sides is
-        counted on both sides.
+        A dictionary with ``rule``, ``id_key``, ``forget_samples``, ``forget_cases``, ``retain_samples``,
+        ``retain_cases``, ``forget_case_hashes`` (the sorted salted hashes of the forgotten case IDs) and
+        ``retain_digest`` (SHA-256 over the sorted salted hashes of the retained case IDs, so it changes whenever the
+        retain set changes). A case with samples on both sides is counted on both sides. ``rule`` is the rule's
+        description: a ``CaseIdIn`` rule gives only its count, but a rule such as ``case_id in {...}`` lists the IDs,
+        so pass the manifest through an :class:`IdentifierRedactor` before writing it.
 
     Raises:
         KeyError: when an entry has no ``id_key`` field, or lacks a rule field and ``allow_missing_keys`` is False.

@@ -109,7 +109,8 @@ class AuditManifest:
         self.path: Path | None = None
 
     def __repr__(self) -> str:  # keeps the salt out of any repr a log might print
-        return f"AuditManifest(output_dir={str(self.output_dir)!r}, rule={self.redactor.redact_text(self.rule.describe())!r})"
+        rule = self.redactor.redact_text(self.rule.describe())
+        return f"AuditManifest(output_dir={str(self.output_dir)!r}, rule={rule!r})"
 
     def attach(self, engine: Engine) -> None:
         """Publish the identifier redactor at STARTED and write the manifest at COMPLETED."""

@@ -20,7 +20,7 @@ from monai_unlearn.metrics.suite import EvaluationSuite, ModelEvaluation
 
 __all__ = ["EvaluationRecord", "RECORD_ATTRIBUTE", "get_evaluation_record"]
 
-#: Attribute of ``engine.state`` that holds the shared :class:`EvaluationRecord`.
+#: Attribute of ``engine.state`` that contains the shared :class:`EvaluationRecord`.
 RECORD_ATTRIBUTE = "unlearning_evaluation"
 
 
@@ -62,7 +62,7 @@ class EvaluationRecord:
         return [{"pass": number, **evaluation.metrics} for number, evaluation in self.curves]
 
     def covers(self, loaders: dict[str, Any]) -> bool:
-        """Whether the record's suite evaluates exactly these loader objects under these split names."""
+        """Return whether the record's suite evaluates exactly these loader objects under these split names."""
         own = self.suite.loaders
         return set(own) == set(loaders) and all(own[name] is loaders[name] for name in loaders)
 

@@ -26,10 +26,11 @@ __all__ = ["MembershipInference"]
 class MembershipInference:
     """Attack the original model and the oracle at ``STARTED``, the revised model at ``COMPLETED`` (and each pass).
 
-    The attacks and their definitions are in :mod:`monai_unlearn.metrics.mia`: the loss-threshold and
-    logistic-regression attacks on per-sample losses (forget-set training samples against held-out samples of the
-    same class or group) and the confidence and entropy SVC attacks (trained on retain against test samples, applied
-    to the forget set; their MIA-efficacy is the share of forget samples classified as non-members). Results go into
+    The attacks and their definitions are in :mod:`monai_unlearn.metrics.mia`. The loss-threshold and
+    logistic-regression attacks compare the per-sample losses of the forget set's training samples with those of
+    held-out samples of the same class or group. The confidence and entropy SVC attacks are trained on retain against
+    test samples and applied to the forget set, and their MIA-efficacy is the share of forget samples classified as
+    non-members. Results go into
     each :class:`~monai_unlearn.metrics.ModelEvaluation`'s ``mia`` and into its metrics as ``mia_*`` values.
 
     Args:

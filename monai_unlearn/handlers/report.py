@@ -3,8 +3,9 @@
 """Handler that evaluates the network before and after a revision and writes the unlearning report.
 
 It observes the unlearning trainer and never changes the training. At ``Events.STARTED`` it takes the evaluation of the
-trained network (and of the retrain oracle, when one is given); at ``Events.COMPLETED`` the evaluation of the revised
-network; then it writes ``<report_name>.json`` (for machines), ``<report_name>.md`` (for people) and PNG plots. The
+trained network (and of the retrain oracle, when one is given), and at ``Events.COMPLETED`` the evaluation of the
+revised network. Then it writes ``<report_name>.json`` (for machines), ``<report_name>.md`` (for people) and PNG plots.
+The
 evaluations come from the :class:`~monai_unlearn.handlers.UnlearningMetrics` handler attached before it (with its
 per-pass curves and, through :class:`~monai_unlearn.handlers.MembershipInference`, the attacks), or, when there is
 none, from a private instance that evaluates before and after only. The report always sets the original's and the
@@ -46,6 +47,9 @@ _SUMMARY_METRICS = (
     ("retain_mean_loss", "mean loss on retain samples"),
 )
 
+#: Result fields of an attack shown in the Markdown report, with their labels.
+_ATTACK_MEASURES = (("auc", "AUC"), ("balanced_accuracy", "balanced accuracy"), ("mia_efficacy", "MIA-efficacy"))
+
 #: Membership inference values drawn in the bar plot beside the headline metrics.
 _PLOTTED_ATTACK_METRICS = ("mia_loss_threshold_auc", "mia_loss_logistic_auc", "mia_efficacy", "mia_entropy_efficacy")
 
@@ -59,9 +63,9 @@ class UnlearningReport:
 
     Each evaluation loader should tag its samples with the same forget rule as the training data (for example with
     :class:`~monai_unlearn.transforms.TagForgetd` in its transforms), so the report can separate forget and retain
-    samples. A typical set: ``{"test": ..., "train": ...}``; with a training split and a held-out split under the
-    names ``train_split`` and ``heldout_split`` the report also gives the headline metrics, the gap to the oracle and
-    the curves.
+    samples. A typical set is ``{"test": ..., "train": ...}``. When a training split and a held-out split are named
+    ``train_split`` and ``heldout_split``, the report also gives the headline metrics, the gap to the oracle and the
+    curves.
 
     Attach it after the handler that loads the trained weights (``CheckpointLoader``), after
     :class:`~monai_unlearn.handlers.RevisionSaver` (for the checkpoint digests), and after
@@ -231,16 +235,19 @@ class UnlearningReport:
 
     def _build(self, engine: Engine) -> dict[str, Any]:
         record = self._record
-        assert record is not None and record.original is not None and record.revised is not None
+        assert record is not None, "evaluate_before sets the record"
+        assert record.revised is not None, "evaluate_after checks the revised evaluation first"
         method = getattr(engine, "method", None)
         history = list(getattr(engine, "history", []))
         flip_rates = [h["flip_rate"] for h in history if "flip_rate" in h]
+
         oracle = self._summaries(record.oracle) if record.oracle is not None else {}
         splits = {}
         for split in self.loaders:
             splits[split] = {"before": self.before.get(split, {}), "after": self.after.get(split, {})}
             if split in oracle:
                 splits[split]["oracle"] = oracle[split]
+
         models = record.models()
         comparison = record.suite.compare(models, reference="oracle")
         audit = getattr(engine.state, "unlearning_audit", None)
@@ -272,6 +279,8 @@ class UnlearningReport:
             "device": str(getattr(engine.state, "device", "")),
             "versions": _package_versions(),
         }
+
+        # The AuditManifest handler publishes a redactor that hides case IDs, for example in a rule's description.
         redactor = getattr(engine.state, REDACTOR_ATTRIBUTE, None)
         return redactor.redact(report) if redactor is not None else report
 
@@ -283,7 +292,9 @@ class UnlearningReport:
         bars = plot_metric_bars(plotted, self.output_dir / f"{self.report_name}_metrics.png")
         if bars is not None:
             written.append(bars.name)
-        oracle = {key: values.get("oracle") for key, values in metrics.items()} if "oracle" in self.report["models"] else None
+        oracle = None
+        if "oracle" in self.report["models"]:
+            oracle = {key: values.get("oracle") for key, values in metrics.items()}
         curves = plot_pass_curves(
             self.report.get("curves") or [], self.output_dir / f"{self.report_name}_curves.png", self.metric, oracle
         )
@@ -296,7 +307,8 @@ class UnlearningReport:
         if self.plots and self.report.get("models"):
             self.report["plots"] = self._write_plots()
         json_path = atomic_write_json(self.output_dir / f"{self.report_name}.json", self.report)
-        markdown_path = atomic_write_text(self.output_dir / f"{self.report_name}.md", format_report_markdown(self.report))
+        markdown = format_report_markdown(self.report)
+        markdown_path = atomic_write_text(self.output_dir / f"{self.report_name}.md", markdown)
         self.logger.info("Wrote the unlearning report to %s and %s.", json_path, markdown_path)
         return json_path, markdown_path
 
@@ -361,15 +373,16 @@ def _attack_lines(report: dict[str, Any]) -> list[str]:
     lines = [
         "## Membership inference",
         "",
-        "Members are the forget set's training samples. The loss attacks and the AUC columns compare them with held-out",
-        "samples of the same class or group; MIA-efficacy is the share of forget samples that the SVC attack, trained on",
-        "retain (member) against test (non-member) samples, classifies as non-members. The target is the oracle's value.",
+        "Members are the forget set's training samples. The loss attacks and the AUC columns compare them with",
+        "held-out samples of the same class or group. MIA-efficacy is the share of forget samples that the SVC attack,",
+        "trained on retain (member) against test (non-member) samples, classifies as non-members. The target is the",
+        "oracle's value.",
         "",
         "| attack | measure | " + " | ".join(models) + " |",
         "| --- | --- |" + " --- |" * len(models),
     ]
     for name in names:
-        for measure, label in (("auc", "AUC"), ("balanced_accuracy", "balanced accuracy"), ("mia_efficacy", "MIA-efficacy")):
+        for measure, label in _ATTACK_MEASURES:
             values = [attacks[model].get(name, {}).get(measure) for model in models]
             if all(value is None for value in values):
                 continue
@@ -403,8 +416,8 @@ def _relearn_lines(report: dict[str, Any]) -> list[str]:
         outcome = f"{steps} steps" if steps is not None else f"not within {result.get('max_steps')} steps"
         lines.append(
             f"- {model}: {outcome} to bring the forget accuracy from {_cell(result.get('start_value'))} back to "
-            f"{_cell(result.get('target'))} ({settings.get('optimizer')}, learning rate {settings.get('learning_rate')}, "
-            f"batch size {settings.get('batch_size')})"
+            f"{_cell(result.get('target'))} ({settings.get('optimizer')}, "
+            f"learning rate {settings.get('learning_rate')}, batch size {settings.get('batch_size')})"
         )
     lines.append("")
     return lines
@@ -472,17 +485,20 @@ def format_report_markdown(report: dict[str, Any]) -> str:
     for split, values in (report.get("splits") or {}).items():
         before, after, oracle_values = values["before"], values["after"], values.get("oracle")
         header = "| metric | before | after | change |" + (" oracle |" if oracle_values is not None else "")
-        lines += [f"## {split}", "", header, "| --- | --- | --- | --- |" + (" --- |" if oracle_values is not None else "")]
+        separator = "| --- | --- | --- | --- |" + (" --- |" if oracle_values is not None else "")
+        lines += [f"## {split}", "", header, separator]
         for key, label in _SUMMARY_METRICS:
             if before.get(key) is None and after.get(key) is None:
                 continue
-            row = f"| {label} | {_cell(before.get(key))} | {_cell(after.get(key))} | {_change(before.get(key), after.get(key))} |"
+            change = _change(before.get(key), after.get(key))
+            row = f"| {label} | {_cell(before.get(key))} | {_cell(after.get(key))} | {change} |"
             if oracle_values is not None:
                 row += f" {_cell(oracle_values.get(key))} |"
             lines.append(row)
         for class_name, value in (before.get("per_class_accuracy") or {}).items():
             after_value = (after.get("per_class_accuracy") or {}).get(class_name)
-            row = f"| accuracy, class {class_name} | {_cell(value)} | {_cell(after_value)} | {_change(value, after_value)} |"
+            change = _change(value, after_value)
+            row = f"| accuracy, class {class_name} | {_cell(value)} | {_cell(after_value)} | {change} |"
             if oracle_values is not None:
                 row += f" {_cell((oracle_values.get('per_class_accuracy') or {}).get(class_name))} |"
             lines.append(row)

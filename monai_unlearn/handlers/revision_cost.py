@@ -3,7 +3,7 @@
 """Handler that measures the wall time and peak memory of the passes of a revision, without the evaluations.
 
 Evaluation handlers run at ``Events.STARTED``, ``Events.EPOCH_COMPLETED`` and ``Events.COMPLETED``; their work is not
-part of the revision's cost. This handler therefore counts, for each pass, ignite's epoch time as it stands when
+part of the revision's cost. This handler therefore counts, for each pass, ignite's epoch time as it is when
 ``EPOCH_COMPLETED`` fires (``engine.state.times["EPOCH_COMPLETED"]``: the ``EPOCH_STARTED`` handlers, the data loading
 and every outer step with its iteration handlers, but none of the ``EPOCH_COMPLETED`` handlers). Peak memory (see
 :mod:`monai_unlearn.metrics.cost`) is reset when each pass starts and sampled after each iteration.

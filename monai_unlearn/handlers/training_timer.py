@@ -23,8 +23,10 @@ class TrainingTimeRecorder:
     """Write the wall time of a run (``Events.STARTED`` to ``Events.COMPLETED``) to a JSON file.
 
     Attach it to a bundle's training workflow; the unlearning report reads the file to compare the revision's cost
-    with the original training. The record holds ``wall_time_seconds``, ``epochs``, ``iterations``, ``device`` and
-    the completion time in UTC.
+    with the original training. The record contains ``wall_time_seconds``, ``epochs``, ``iterations``, ``device``,
+    the completion time in UTC, and the peak memory of the run: ``peak_memory_bytes`` (CUDA tensor memory on a GPU,
+    the process RSS on the CPU), ``peak_rss_bytes``, ``rss_scope`` and ``peak_cuda_bytes`` (see
+    :mod:`monai_unlearn.metrics.cost`).
 
     Args:
         output_file: path of the JSON record, for example ``$@ckpt_dir + '/training_time.json'``.

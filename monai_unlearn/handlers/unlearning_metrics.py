@@ -2,10 +2,10 @@
 # Licensed under the Apache License, Version 2.0 (the "License").
 """Handler that evaluates the network before the revision, after each pass and after the revision.
 
-It observes the unlearning trainer: at ``Events.STARTED`` it evaluates the trained network (the original) and, when an
-oracle checkpoint is given, the retrain oracle with the same network definition and loaders; at
-``Events.EPOCH_COMPLETED`` it evaluates the network after the pass (the forget and retain curves); at
-``Events.COMPLETED`` it evaluates the revised network and, when asked, measures relearn times. The evaluations go
+It observes the unlearning trainer. At ``Events.STARTED`` it evaluates the trained network (the original) and, when an
+oracle checkpoint is given, the retrain oracle with the same network definition and loaders. At
+``Events.EPOCH_COMPLETED`` it evaluates the network after the pass (the forget and retain curves). At
+``Events.COMPLETED`` it evaluates the revised network and, when requested, measures relearn times. The evaluations go
 into the :class:`~monai_unlearn.handlers.EvaluationRecord` on ``engine.state``, where the membership inference handler
 and the report read them.
 """
@@ -84,7 +84,7 @@ class UnlearningMetrics:
     other handlers (a stopping rule, ``StatsHandler``) can read them.
 
     Attach it after the handler that loads the trained weights (``CheckpointLoader``), so that the first evaluation
-    sees them, and before :class:`~monai_unlearn.handlers.MembershipInference` and
+    uses them, and before :class:`~monai_unlearn.handlers.MembershipInference` and
     :class:`~monai_unlearn.handlers.UnlearningReport`.
 
     Args:
@@ -186,7 +186,10 @@ class UnlearningMetrics:
 
     def _oracle_info(self) -> dict[str, Any]:
         assert self.oracle_checkpoint is not None
-        info: dict[str, Any] = {"checkpoint": str(self.oracle_checkpoint), "sha256": sha256_file(self.oracle_checkpoint)}
+        info: dict[str, Any] = {
+            "checkpoint": str(self.oracle_checkpoint),
+            "sha256": sha256_file(self.oracle_checkpoint),
+        }
         # The oracle command keeps the bundle's training record beside the weights; it gives the retraining cost.
         training_record = self.oracle_checkpoint.parent / "training_time.json"
         if training_record.is_file():
@@ -239,7 +242,9 @@ class UnlearningMetrics:
     def evaluate_after(self, engine: Engine) -> None:
         """Evaluate the revised network, close the curves and measure its relearn time."""
         if self.record.original is None:
-            raise RuntimeError("UnlearningMetrics saw COMPLETED without STARTED; attach it to the trainer before run().")
+            raise RuntimeError(
+                "UnlearningMetrics saw COMPLETED without STARTED; attach it to the trainer before run()."
+            )
         evaluation = self._evaluate_current(engine, "revised")
         self.record.revised = evaluation
         if not self.record.curves or self.record.curves[-1][0] != int(engine.state.epoch):

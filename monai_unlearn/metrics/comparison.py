@@ -50,7 +50,7 @@ def default_gap_metrics(metric: str = "accuracy") -> list[str]:
 
     They are the forget (training and held-out), retain and test values of ``metric``, the confidence SVC attack's
     MIA-efficacy and the loss-threshold attack's AUC. SalUn (Fan et al., ICLR 2024) averages the gaps of forget,
-    retain and test accuracy and MIA-efficacy in the same way; the held-out forget value and the loss attack are added
+    retain and test accuracy and MIA-efficacy in the same way. The held-out forget value and the loss attack are added
     here because they expose a model that only suppresses the forgotten outputs.
     """
     return [

@@ -9,7 +9,7 @@ Peak memory is measured where the work happens:
 - on the host, the peak resident set size (RSS) of the process. On Linux the kernel's high-water mark ``VmHWM`` is
   reset at the start of the window (by writing ``5`` to ``/proc/self/clear_refs``) and read at its end, so the value is
   the peak within the window. Where that reset is unavailable (other systems, restricted containers) the value is
-  ``resource.getrusage(...).ru_maxrss``, the peak over the whole process lifetime, and ``rss_scope`` says so.
+  ``resource.getrusage(...).ru_maxrss``, the peak over the whole process lifetime, and ``rss_scope`` records it.
 
 ``tracemalloc`` is not used: it sees only allocations made through Python's allocator, not the tensors that torch
 allocates, so it would miss most of a network's memory.

@@ -7,10 +7,10 @@ collects per-sample outputs of a network on a training loader and a held-out loa
 and these functions turn them into attack scores. Each attack separates *members* (samples the model trained on) from
 *non-members* (samples it never saw) using one per-sample feature:
 
-- the **loss attacks** (:func:`loss_threshold_attack`, :func:`loss_logistic_attack`) use the per-sample loss, with the
-  forget-set training samples as members and held-out samples *of the same class or group* as non-members, so that the
-  attack measures memorisation of the forgotten samples and not the difference between the forgotten class and the
-  others;
+- the **loss attacks** (:func:`loss_threshold_attack`, :func:`loss_logistic_attack`) use the per-sample loss. Their
+  members are the forget set's training samples and their non-members held-out samples *of the same class or group*,
+  so the attack measures memorisation of the forgotten samples, not the difference between the forgotten class and
+  the others;
 - the **SVC attacks** (:func:`svc_attack` with ``feature="confidence"`` or ``"entropy"``) learn what a member looks like
   from the retain set (members) and the test set (non-members), then classify the forget set; the share of forget
   samples classified as non-members is the *MIA-efficacy* that SalUn (Fan et al., ICLR 2024) and l1-sparse (Jia et al.,
@@ -142,16 +142,16 @@ def _membership_data(members: np.ndarray, non_members: np.ndarray) -> tuple[np.n
 
 def _check_sets(attack: str, members: np.ndarray, non_members: np.ndarray, minimum: int) -> AttackResult | None:
     """Return a skipped result when a set is too small, else None."""
-    for what, values in (("members", members), ("non-members", non_members)):
+    for side, values in (("members", members), ("non-members", non_members)):
         if len(values) < minimum:
             return AttackResult(
                 attack=attack,
                 members=len(members),
                 non_members=len(non_members),
-                skipped=f"{len(values)} {what}; the attack needs at least {minimum}",
+                skipped=f"{len(values)} {side}; the attack needs at least {minimum}",
             )
         if not np.all(np.isfinite(values)):
-            raise ValueError(f"The {what} of the {attack} attack have non-finite feature values; check the network.")
+            raise ValueError(f"The {side} of the {attack} attack have non-finite feature values; check the network.")
     return None
 
 
@@ -185,9 +185,9 @@ def loss_threshold_attack(
     2018): the membership score of a sample is its negative per-sample loss ``-l(f(x), y)``.
 
     - ``auc`` is the ROC AUC of that score, members against non-members. It involves no fitting.
-    - ``balanced_accuracy`` is measured out of fold: the samples are split into ``folds`` stratified folds (fewer when
-      a class has fewer samples); for each fold the threshold with the best balanced accuracy on the other folds is
-      applied to it, and the balanced accuracies of the folds are averaged.
+    - ``balanced_accuracy`` is measured out of fold. The samples are split into ``folds`` stratified folds (fewer when
+      a class has fewer samples). Each fold gets the threshold with the best balanced accuracy on the other folds, and
+      the balanced accuracies of the folds are averaged.
     - ``details["threshold"]`` is the best threshold fitted on all samples (for reading, not for scoring).
 
     Args:
@@ -232,7 +232,9 @@ def loss_threshold_attack(
     )
 
 
-def _logistic_cross_validation(features: np.ndarray, is_member: np.ndarray, n_folds: int, seed: int) -> tuple[float, float]:
+def _logistic_cross_validation(
+    features: np.ndarray, is_member: np.ndarray, n_folds: int, seed: int
+) -> tuple[float, float]:
     """Return the fold-mean AUC and balanced accuracy of a logistic regression scored out of fold."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -261,8 +263,8 @@ def loss_logistic_attack(
 
     Definition: a logistic regression with balanced class weights is fitted on the standardised per-sample loss,
     members labelled 1 and non-members 0 (the attack with which Kurmanji et al., "Towards Unbounded Machine
-    Unlearning" (SCRUB), NeurIPS 2023, evaluate unlearning). The samples are split into ``folds`` stratified folds;
-    for each fold a model fitted on the other folds predicts the membership probability of the fold's samples.
+    Unlearning" (SCRUB), NeurIPS 2023, evaluate unlearning). The samples are split into ``folds`` stratified folds.
+    For each fold, a model fitted on the other folds predicts the membership probability of the fold's samples.
     ``auc`` is the mean over folds of the ROC AUC of these probabilities, and ``balanced_accuracy`` the mean over
     folds of the balanced accuracy of their decisions at 0.5.
 
@@ -320,13 +322,13 @@ def svc_attack(
 ) -> AttackResult:
     """SVC attack on one per-sample feature: the "MIA-efficacy" of SalUn and l1-sparse.
 
-    Definition (Fan et al., "SalUn", ICLR 2024, and Jia et al., "Model Sparsity Can Simplify Machine Unlearning",
-    NeurIPS 2023, after the metric-based attacks of Song and Mittal, USENIX Security 2021): a support vector
-    classifier with an RBF kernel, ``C = 3`` and ``gamma = "auto"`` (1 / number of features, here 1) is fitted on one
-    scalar feature of the model's softmax output, without scaling, with retain-set training samples as members
-    (label 1) and test samples as non-members (label 0). The larger shadow side is first subsampled (seeded) to the
-    size of the smaller one, as those papers take as many retain samples as there are test samples. The fitted
-    classifier is applied to the forget set's training samples, and
+    Sources: Fan et al., "SalUn", ICLR 2024, and Jia et al., "Model Sparsity Can Simplify Machine Unlearning",
+    NeurIPS 2023, after the metric-based attacks of Song and Mittal, USENIX Security 2021. Definition: a support
+    vector classifier with an RBF kernel, ``C = 3`` and ``gamma = "auto"`` (1 / number of features, here 1) is fitted
+    on one scalar feature of the model's softmax output, without scaling. Its members (label 1) are retain-set
+    training samples and its non-members (label 0) test samples. The larger shadow side is first subsampled (seeded)
+    to the size of the smaller one, as those papers take as many retain samples as there are test samples. The
+    fitted classifier is applied to the forget set's training samples, and
 
         ``mia_efficacy`` = share of forget samples classified as non-members.
 
@@ -454,7 +456,7 @@ def run_attacks(
     - non-members of the loss attacks and of the SVC attacks' AUC: the held-out split's forget samples (same class
       or group). When the held-out split has none (for example when the rule names training cases only), held-out
       samples are drawn to match the members' class proportions (:func:`class_matched_indices`), and
-      ``details["non_member_set"]`` says so;
+      ``details["non_member_set"]`` records it;
     - shadow members of the SVC attacks: the training split's retain samples (flag 0);
     - shadow non-members of the SVC attacks: all held-out samples (``svc_non_members="all"``, as SalUn and l1-sparse
       use the whole test set) or only the held-out retain samples (``"retain"``).

@@ -3,7 +3,7 @@
 """Relearn time: how many fine-tuning steps on the forget set bring the forget metric back to the original's level.
 
 A model that only hides the forget set (for example by suppressing one output) relearns it in a few steps, because
-the knowledge is still in its weights; a model that never learned it (the retrain oracle) needs many more. The
+the knowledge is still in its weights. A model that never learned it (the retrain oracle) needs many more. The
 measure fine-tunes a copy of the network, so the network passed in is never changed. It sits with the other
 evaluation metrics, after the revision in the flow (transform -> engine -> inner search -> loss -> handlers).
 """
@@ -157,9 +157,9 @@ def relearn_time(
         max_steps: step budget.
         tolerance: how far below ``target`` counts as reached.
         evaluate_every: steps between evaluations; the step count is then a multiple of it.
-        batchnorm: ``"eval"`` (default) keeps BatchNorm layers in eval mode during fine-tuning, so that batches of
-            forget samples only do not move the running statistics and the measure reflects the weights;
-            ``"train"`` fine-tunes them in train mode.
+        batchnorm: ``"eval"`` (default) keeps BatchNorm layers in eval mode during fine-tuning. Batches of forget
+            samples only then leave the running statistics alone, and the measure reflects the weights. ``"train"``
+            fine-tunes them in train mode.
         seed: seed of the mini-batch order.
         prepare_batch: function that extracts image and label from a batch, as in MONAI engines.
         loss_function: ``loss_function(outputs, labels)``; cross-entropy on class indices by default.

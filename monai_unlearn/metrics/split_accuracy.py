@@ -116,7 +116,9 @@ class ForgetSplitAccuracy(Metric):
         if flags.numel() and not bool(((flags == 0) | (flags == 1)).all()):
             raise ValueError(f"Forget flags must be 0 or 1, got values {sorted(set(flags.tolist()))}.")
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-            raise ValueError(f"Labels must be class indices in [0, {self.num_classes - 1}], got {sorted(set(labels.tolist()))}.")
+            raise ValueError(
+                f"Labels must be class indices in [0, {self.num_classes - 1}], got {sorted(set(labels.tolist()))}."
+            )
         correct = (predicted == labels).to(torch.float64)
         index = (flags * self.num_classes + labels).to(self._device)
         self._correct.view(-1).index_add_(0, index, correct.to(self._device))

@@ -2,7 +2,7 @@
 # Licensed under the Apache License, Version 2.0 (the "License").
 """One evaluation protocol for every model of a comparison: the original, the revised model and the retrain oracle.
 
-An :class:`EvaluationSuite` holds the evaluation loaders by split name (a training split and a held-out split, both
+An :class:`EvaluationSuite` contains the evaluation loaders by split name (a training split and a held-out split, both
 tagged with the forget flag) and the task's evaluation function. It evaluates any network into a
 :class:`ModelEvaluation` (per-sample outputs, per-split summaries, headline metrics, membership inference attacks),
 and :meth:`EvaluationSuite.compare` sets several evaluations beside the oracle's. The handlers use it during a
@@ -38,8 +38,8 @@ __all__ = ["ModelEvaluation", "EvaluationSuite", "preserve_random_state"]
 def preserve_random_state() -> Iterator[None]:
     """Restore the global random states of torch (CPU and CUDA), NumPy and Python when the block ends.
 
-    Iterating a ``DataLoader`` without its own generator draws its base seed from torch's global generator, so an
-    evaluation between two passes would otherwise change the order in which the training loader shuffles, and the
+    Iterating a ``DataLoader`` without its own generator draws its base seed from torch's global generator. Without
+    this, an evaluation between two passes would change the order in which the training loader shuffles, and the
     revision would depend on whether evaluation handlers are attached.
 
     Note:
@@ -80,7 +80,9 @@ class ModelEvaluation:
 
     def drop_samples(self) -> None:
         """Replace the per-split evaluations by their summaries, freeing the per-sample outputs."""
-        self.splits = {split: SimpleNamespace(summary=dict(evaluation.summary)) for split, evaluation in self.splits.items()}
+        self.splits = {
+            split: SimpleNamespace(summary=dict(evaluation.summary)) for split, evaluation in self.splits.items()
+        }
 
     def summaries(self) -> dict[str, dict[str, Any]]:
         """Return each split's summary dict."""
@@ -118,7 +120,8 @@ class EvaluationSuite:
             empty to run none.
         attack_seed: seed of the attacks' folds and subsampling.
         attack_folds: cross-validation folds of the loss attacks.
-        svc_non_members: shadow non-members of the SVC attacks, ``"all"`` held-out samples or only the ``"retain"`` ones.
+        svc_non_members: shadow non-members of the SVC attacks: ``"all"`` held-out samples or only the ``"retain"``
+            ones.
         gap_metrics: metrics of the mean gap to the oracle; None uses
             :func:`~monai_unlearn.metrics.default_gap_metrics` of ``metric``.
 
@@ -222,7 +225,9 @@ class EvaluationSuite:
                 f"(it has {sorted(evaluation.splits)}); set train_split and heldout_split to the loaders' names."
             )
         if not hasattr(evaluation.splits[self.train_split], "losses"):
-            raise ValueError(f"The evaluation {evaluation.name!r} kept no per-sample outputs; attack it before they are dropped.")
+            raise ValueError(
+                f"The evaluation {evaluation.name!r} kept no per-sample outputs; attack it before they are dropped."
+            )
         evaluation.mia = run_attacks(
             evaluation.splits[self.train_split], evaluation.splits[self.heldout_split], **options
         )
@@ -245,14 +250,17 @@ class EvaluationSuite:
                 **settings,
             )
 
-    def compare(self, evaluations: Mapping[str, ModelEvaluation | Mapping[str, Any]], reference: str = "oracle") -> dict:
+    def compare(
+        self, evaluations: Mapping[str, ModelEvaluation | Mapping[str, Any]], reference: str = "oracle"
+    ) -> dict[str, Any]:
         """Set the metrics of several evaluations side by side with each one's gap to ``reference``.
 
         See :func:`~monai_unlearn.metrics.compare_models` for the returned dictionary. Per-class values are added
         under ``per_class``: ``{split: {class: {model: value}}}``.
         """
         metrics = {
-            name: (value.metrics if isinstance(value, ModelEvaluation) else dict(value)) for name, value in evaluations.items()
+            name: (value.metrics if isinstance(value, ModelEvaluation) else dict(value))
+            for name, value in evaluations.items()
         }
         comparison = compare_models(metrics, reference=reference, gap_metrics=self.gap_metrics)
         per_class: dict[str, dict[str, dict[str, Any]]] = {}

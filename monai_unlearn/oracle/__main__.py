@@ -29,9 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="a config file, relative to the bundle root; repeat it to merge several, left to right "
         f"(default: {' '.join(DEFAULT_CONFIG_FILES)})",
     )
-    parser.add_argument("--forget-rule", default=None, help="forget rule expression (default: the config's forget_rule)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed, written to the bundle's seed key (default: 0)")
-    parser.add_argument("--cache-dir", default=None, help="oracle cache folder (default: <bundle root>/models/oracle_cache)")
+    parser.add_argument(
+        "--forget-rule", default=None, help="forget rule expression (default: the config's forget_rule)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="training seed, written to the bundle's seed key (default: 0)"
+    )
+    parser.add_argument(
+        "--cache-dir", default=None, help="oracle cache folder (default: <bundle root>/models/oracle_cache)"
+    )
     parser.add_argument(
         "--salt-file",
         default=None,
@@ -43,14 +49,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=JSON",
-        help="a config override, value in JSON (for example num_epochs=2 or 'train#dataloader#batch_size=32'); repeatable",
+        help="a config override with a JSON value, for example num_epochs=2 or 'train#dataloader#batch_size=32'; "
+        "repeatable",
     )
-    parser.add_argument("--seed-key", default="determinism_seed", help="the bundle's seed key (default: determinism_seed)")
+    parser.add_argument(
+        "--seed-key", default="determinism_seed", help="the bundle's seed key (default: determinism_seed)"
+    )
     parser.add_argument("--datalist-key", default="train_datalist", help="config key of the training datalist")
     parser.add_argument("--id-key", default="case_id", help="datalist field that identifies a case (default: case_id)")
-    parser.add_argument("--meta-file", default="configs/metadata.json", help="metadata file, relative to the bundle root")
-    parser.add_argument("--logging-file", default="configs/logging.conf", help="logging config, relative to the bundle root")
-    parser.add_argument("--force", action="store_true", help="retrain even when the cache holds the oracle")
+    parser.add_argument(
+        "--meta-file", default="configs/metadata.json", help="metadata file, relative to the bundle root"
+    )
+    parser.add_argument(
+        "--logging-file", default="configs/logging.conf", help="logging config, relative to the bundle root"
+    )
+    parser.add_argument("--force", action="store_true", help="retrain even when the cache contains the oracle")
     parser.add_argument("--timeout", type=float, default=None, help="stop the training after this many seconds")
     return parser
 

@@ -12,7 +12,7 @@ SHA-256 of four inputs:
   invalidates the oracle;
 - ``seed``: the training seed.
 
-An entry folder holds the oracle's ``models/`` (weights and training record), the bundle CLI's log and
+An entry folder contains the oracle's ``models/`` (weights and training record), the bundle CLI's log and
 ``oracle_key.json``, written last: it records the key inputs, the digest and the checkpoint's SHA-256. An entry counts
 as cached only when its key file matches the requested key and the checkpoint still has that SHA-256; anything else
 (a changed input, an interrupted training, a modified checkpoint) makes the next request retrain.
@@ -94,10 +94,14 @@ class OracleCache:
         try:
             record = json.loads(key_file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as error:
-            logger.warning("Ignoring the unreadable oracle key file %s (%s); the oracle will be retrained.", key_file, error)
+            logger.warning(
+                "Ignoring the unreadable oracle key file %s (%s); the oracle will be retrained.", key_file, error
+            )
             return None
         if record.get("digest") != key.digest or record.get("inputs") != key.inputs():
-            logger.info("The oracle cache entry %s was made for other inputs; the oracle will be retrained.", key_file.parent)
+            logger.info(
+                "The oracle cache entry %s was made for other inputs; the oracle will be retrained.", key_file.parent
+            )
             return None
         checkpoint = self.checkpoint_path(key)
         if not checkpoint.is_file() or sha256_file(checkpoint) != record.get("checkpoint_sha256"):

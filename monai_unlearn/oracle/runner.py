@@ -3,7 +3,7 @@
 """Train the retrain oracle of a bundle: its own training recipe on the retain set, through the real bundle CLI.
 
 The oracle overlay (``configs/oracle.json`` in the example bundle) removes the forget set from the training (and
-validation) datalist and sends the checkpoints to ``oracle#output_dir``; everything else is the bundle's
+validation) datalist and sends the checkpoints to ``oracle#output_dir``. Everything else is the bundle's
 ``train.json``. :func:`plan_oracle` computes the cache key without training; :func:`train_oracle` trains the oracle
 with ``python -m monai.bundle run`` unless the cache already holds it.
 """
@@ -60,7 +60,7 @@ def default_cache_dir(bundle_root: str | os.PathLike) -> Path:
 
 @dataclass
 class OraclePlan:
-    """What :func:`train_oracle` would do: the key, the entry folder, and whether the cache already holds the oracle.
+    """What :func:`train_oracle` would do: the key, the entry folder, and whether the cache already contains the oracle.
 
     Attributes:
         bundle_root: the bundle folder (the bundle CLI's working directory).
@@ -118,9 +118,11 @@ class OracleResult:
     record: dict[str, Any]
 
 
-def _resolve(parser: ConfigParser, key: str, what: str) -> Any:
+def _resolve(parser: ConfigParser, key: str, description: str) -> Any:
     if key not in parser:
-        raise KeyError(f"The bundle config has no {key!r} ({what}); set the matching argument to the bundle's key name.")
+        raise KeyError(
+            f"The bundle config has no {key!r} ({description}); set the matching argument to the bundle's key name."
+        )
     return parser.get_parsed_content(key)
 
 
@@ -202,7 +204,11 @@ def plan_oracle(
             "cases": manifest["forget_cases"],
             "case_hashes": manifest["forget_case_hashes"],
         },
-        retain={"samples": manifest["retain_samples"], "cases": manifest["retain_cases"], "digest": manifest["retain_digest"]},
+        retain={
+            "samples": manifest["retain_samples"],
+            "cases": manifest["retain_cases"],
+            "digest": manifest["retain_digest"],
+        },
         seed=int(seed),
     )
     cache = OracleCache(cache_dir if cache_dir is not None else default_cache_dir(root), checkpoint_name)
@@ -228,8 +234,8 @@ def _run_bundle(plan: OraclePlan, timeout: float | None, environment: Mapping[st
         arguments["meta_file"] = plan.meta_file
     if plan.logging_file is not None:
         arguments["logging_file"] = plan.logging_file
-    # The arguments go through an args file so that every override keeps its type; it may name case IDs (for
-    # example an inline CaseIdIn rule), so it is deleted after the run.
+    # The arguments go through an args file so that every override keeps its type. The file may name case IDs (for
+    # example in an inline CaseIdIn rule), so it is deleted after the run.
     args_file = entry / ".oracle_args.json"
     atomic_write_json(args_file, arguments)
     log_file = entry / "oracle_training.log"
@@ -265,12 +271,12 @@ def train_oracle(
     environment: Mapping[str, str] | None = None,
     **plan_arguments: Any,
 ) -> OracleResult:
-    """Return the retrain oracle of a bundle, training it through the bundle CLI unless the cache holds it.
+    """Return the retrain oracle of a bundle, training it through the bundle CLI unless the cache contains it.
 
     Args:
         bundle_root: the bundle folder.
         cache_dir: the oracle cache; None uses :func:`default_cache_dir`.
-        force: retrain even when the cache holds a valid oracle.
+        force: retrain even when the cache contains a valid oracle.
         timeout: seconds after which the training is stopped and an error raised; None waits.
         environment: environment of the bundle CLI process; None inherits this process's.
         plan_arguments: the arguments of :func:`plan_oracle` (``config_files``, ``forget_rule``, ``seed``, salt,

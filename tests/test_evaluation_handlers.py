@@ -370,3 +370,47 @@ def test_handlers_leave_revision_unchanged(modality_classifier, tmp_path):
         results.append(network.state_dict())
     for key, value in results[0].items():
         assert torch.equal(value, results[1][key]), f"the evaluation handlers changed the revised weights at {key}"
+
+
+def test_cost_counts_setup_only_revision(modality_classifier, tmp_path):
+    """SSD edits the weights in its setup and ends the run at the first pass's start; its cost is still counted."""
+    network = copy.deepcopy(modality_classifier.network)
+    trainer = UnlearningTrainer(
+        device="cpu",
+        max_epochs=2,
+        train_data_loader=evaluation_loader(modality_classifier.train, "label in {1}"),
+        network=network,
+        optimizer=torch.optim.Adam(network.parameters(), lr=1e-3),
+        method="ssd",
+        method_kwargs={"alpha": 1.5},
+    )
+    UnlearningReport(tmp_path, {"test": evaluation_loader(modality_classifier.test, "label in {1}")}).attach(trainer)
+    trainer.run()
+    timing = json.loads((tmp_path / "unlearning_report.json").read_text())["timing"]
+    assert timing["revision_seconds"] > 0, f"the setup of SSD is the revision and must be timed: {timing}"
+    assert timing["revision_cost"]["passes"] == 1, f"the pass that SSD ended at its start counts once: {timing}"
+
+
+def test_pass_evaluation_sees_method_predictions(modality_classifier):
+    """Boundary Expanding carries a shadow class until the run completes; per-pass evaluations must not see it."""
+    network = copy.deepcopy(modality_classifier.network)
+    rule = "label in {1}"
+    trainer = UnlearningTrainer(
+        device="cpu",
+        max_epochs=2,
+        train_data_loader=evaluation_loader(modality_classifier.train, rule),
+        network=network,
+        optimizer=torch.optim.Adam(network.parameters(), lr=1e-3),
+        method="boundary_expanding",
+    )
+    loaders = {
+        "train": evaluation_loader(modality_classifier.train, rule),
+        "test": evaluation_loader(modality_classifier.test, rule),
+    }
+    metrics = UnlearningMetrics(loaders, class_names=CLASS_NAMES)
+    metrics.attach(trainer)
+    trainer.run()
+    passes = [number for number, _ in metrics.record.curves]
+    assert passes == [0, 1, 2], f"expected evaluations of the original and both passes, got {passes}"
+    after_pass_one = metrics.record.curves[1][1].summaries()["test"]
+    assert set(after_pass_one["per_class_accuracy"]) <= set(CLASS_NAMES), f"a shadow class leaked: {after_pass_one}"

@@ -5,8 +5,7 @@
 It observes the unlearning trainer and never changes the training. At ``Events.STARTED`` it takes the evaluation of the
 trained network (and of the retrain oracle, when one is given), and at ``Events.COMPLETED`` the evaluation of the
 revised network. Then it writes ``<report_name>.json`` (for machines), ``<report_name>.md`` (for people) and PNG plots.
-The
-evaluations come from the :class:`~monai_unlearn.handlers.UnlearningMetrics` handler attached before it (with its
+The evaluations come from the :class:`~monai_unlearn.handlers.UnlearningMetrics` handler attached before it (with its
 per-pass curves and, through :class:`~monai_unlearn.handlers.MembershipInference`, the attacks), or, when there is
 none, from a private instance that evaluates before and after only. The report always sets the original's and the
 oracle's values beside the revised model's.

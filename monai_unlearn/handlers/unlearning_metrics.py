@@ -70,6 +70,24 @@ def load_oracle_network(network: torch.nn.Module, checkpoint: str | os.PathLike)
     return oracle.eval()
 
 
+class _MethodPredictions(torch.nn.Module):
+    """The trainer's network as its unlearning method presents it to handlers (``method.predict``).
+
+    A method may change the network's outputs during the run (Boundary Expanding adds a shadow class until the run
+    completes); evaluating through ``method.predict`` gives the outputs the bundle's own handlers see. ``train()``
+    and ``eval()`` reach the network because it is registered as a submodule.
+    """
+
+    def __init__(self, trainer: Engine) -> None:
+        super().__init__()
+        self.network = trainer.network  # type: ignore[attr-defined]
+        self._trainer = [trainer]  # a list, so that the engine is not registered as a submodule
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        trainer = self._trainer[0]
+        return trainer.method.predict(trainer, images)  # type: ignore[attr-defined]
+
+
 def _short(metrics: Mapping[str, Any]) -> str:
     return ", ".join(f"{key} {value:.4f}" for key, value in metrics.items() if isinstance(value, float))
 
@@ -173,6 +191,11 @@ class UnlearningMetrics:
     def _network(self, engine: Engine) -> torch.nn.Module:
         return self.network if self.network is not None else engine.network  # type: ignore[attr-defined]
 
+    def _evaluated_network(self, engine: Engine) -> torch.nn.Module:
+        if self.network is None and hasattr(getattr(engine, "method", None), "predict"):
+            return _MethodPredictions(engine)
+        return self._network(engine)
+
     @staticmethod
     def _device(engine: Engine) -> Any:
         return getattr(engine.state, "device", None) or "cpu"
@@ -207,7 +230,7 @@ class UnlearningMetrics:
         # UnlearningReport's own evaluation does; every later evaluation restores them. So the revision's random
         # stream, and its result, are the same whichever evaluation handlers are attached.
         self.record.original = self.suite.evaluate(
-            network, self._device(engine), "original", attacks=False, keep_random_state=False
+            self._evaluated_network(engine), self._device(engine), "original", attacks=False, keep_random_state=False
         )
         self.record.curves.append((0, self.record.original))
         self.logger.info("Original model: %s", _short(self.record.original.metrics))
@@ -225,7 +248,7 @@ class UnlearningMetrics:
 
     def _evaluate_current(self, engine: Engine, name: str) -> ModelEvaluation:
         previous = self.record.latest
-        evaluation = self.suite.evaluate(self._network(engine), self._device(engine), name, attacks=False)
+        evaluation = self.suite.evaluate(self._evaluated_network(engine), self._device(engine), name, attacks=False)
         if previous is not None and previous is not self.record.original and previous is not self.record.oracle:
             previous.drop_samples()
         return evaluation

@@ -4,10 +4,10 @@
 
 Evaluation handlers run at ``Events.STARTED``, ``Events.EPOCH_COMPLETED`` and ``Events.COMPLETED``; their work is not
 part of the revision's cost. This handler therefore counts, for each pass, ignite's epoch time as it is when
-``EPOCH_COMPLETED`` fires (``engine.state.times["EPOCH_COMPLETED"]``: the ``EPOCH_STARTED`` handlers, among them the
-method's setup, the data loading and every outer step with its iteration handlers, but none of the ``EPOCH_COMPLETED``
-handlers). A pass that ends without ``EPOCH_COMPLETED`` (a method that takes no optimizer step ends the run at its
-first ``EPOCH_STARTED``) is counted from this handler's own events instead. Peak memory (see
+``EPOCH_COMPLETED`` fires (``engine.state.times["EPOCH_COMPLETED"]``). That time covers the ``EPOCH_STARTED``
+handlers (among them the method's setup), the data loading and every outer step with its iteration handlers, but none
+of the ``EPOCH_COMPLETED`` handlers. A pass that ends without ``EPOCH_COMPLETED`` is counted from this handler's own
+events instead: a method that takes no optimizer step ends the run at its first ``EPOCH_STARTED``. Peak memory (see
 :mod:`monai_unlearn.metrics.cost`) is reset when each pass starts and sampled after each iteration.
 """
 

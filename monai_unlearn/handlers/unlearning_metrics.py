@@ -73,8 +73,8 @@ def load_oracle_network(network: torch.nn.Module, checkpoint: str | os.PathLike)
 class _MethodPredictions(torch.nn.Module):
     """The trainer's network as its unlearning method presents it to handlers (``method.predict``).
 
-    A method may change the network's outputs during the run (Boundary Expanding adds a shadow class until the run
-    completes); evaluating through ``method.predict`` gives the outputs the bundle's own handlers see. ``train()``
+    A method may change the network's outputs during the run: Boundary Expanding adds a shadow class until the run
+    completes. Evaluating through ``method.predict`` gives the outputs the bundle's own handlers see. ``train()``
     and ``eval()`` reach the network because it is registered as a submodule.
     """
 
@@ -243,7 +243,10 @@ class UnlearningMetrics:
             relearn = self._relearn(oracle, engine)
             if relearn is not None:
                 self.record.relearn["oracle"] = relearn
-                self.logger.info("Retrain oracle relearns the forget set in %s steps.", relearn["steps"])
+                self.logger.info(
+                    "The retrain oracle relearned the forget set in %s steps (None: not within the budget).",
+                    relearn["steps"],
+                )
             del oracle
 
     def _evaluate_current(self, engine: Engine, name: str) -> ModelEvaluation:
@@ -277,4 +280,7 @@ class UnlearningMetrics:
         relearn = self._relearn(self._network(engine), engine)
         if relearn is not None:
             self.record.relearn["revised"] = relearn
-            self.logger.info("Revised model relearns the forget set in %s steps.", relearn["steps"])
+            self.logger.info(
+                "The revised model relearned the forget set in %s steps (None: not within the budget).",
+                relearn["steps"],
+            )

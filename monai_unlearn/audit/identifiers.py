@@ -3,9 +3,9 @@
 """Salted hashes of case identifiers, the forget manifest, and redaction of identifiers in recorded text.
 
 Reports, audit manifests and oracle cache keys must record which cases were forgotten without naming them. They record
-``HMAC-SHA256(salt, case_id)`` instead of the case ID: the same salt always gives the same hash, so a later audit
-can check whether a given case was forgotten (by hashing its ID with the same salt), but without the salt nobody can
-test guessed IDs against the hashes. The salt is a secret: it comes from a file or an argument, and it is never
+``HMAC-SHA256(salt, case_id)`` instead of the case ID. The same salt always gives the same hash, so a later audit
+can check whether a given case was forgotten by hashing its ID with the same salt. Without the salt, guessed IDs
+cannot be tested against the hashes. The salt is a secret: it comes from a file or an argument, and it is never
 logged or written beside the hashes.
 """
 
@@ -94,12 +94,12 @@ def salted_hashes(identifiers: Iterable[Any], salt: bytes) -> list[str]:
     return sorted({salted_hash(identifier, salt) for identifier in identifiers})
 
 
-def _case_ids(entries: Sequence[Mapping[str, Any]], id_key: str, what: str) -> list[str]:
+def _case_ids(entries: Sequence[Mapping[str, Any]], id_key: str, side: str) -> list[str]:
     ids = []
     for index, entry in enumerate(entries):
         if id_key not in entry:
             raise KeyError(
-                f"The {what} entry {index} has no {id_key!r} field (fields: {sorted(entry)[:12]}); set id_key to the "
+                f"The {side} entry {index} has no {id_key!r} field (fields: {sorted(entry)[:12]}); set id_key to the "
                 "datalist field that identifies the case or patient."
             )
         ids.append(str(entry[id_key]).strip())
@@ -163,7 +163,9 @@ class IdentifierRedactor:
 
     Configs and command lines can name case IDs, for example an inline ``CaseIdIn`` list. Before such content goes
     into a manifest, every occurrence of a known ID is replaced by ``<id:HASH12>``, the first 12 hexadecimal
-    characters of its salted hash. Longer IDs are matched first, so an ID that contains another is replaced whole.
+    characters of its salted hash. An occurrence must not touch a letter or digit on either side, so the ID ``12`` is
+    replaced in ``case 12.png`` but not in ``00012``. Longer IDs are matched first, so an ID that contains another is
+    replaced whole.
 
     Args:
         identifiers: the IDs to hide (typically every case ID of the datalist).
@@ -173,7 +175,8 @@ class IdentifierRedactor:
     def __init__(self, identifiers: Iterable[Any], salt: bytes) -> None:
         unique = sorted({str(i).strip() for i in identifiers if str(i).strip()}, key=lambda text: (-len(text), text))
         self.salt = salt
-        self._pattern = re.compile("|".join(re.escape(text) for text in unique)) if unique else None
+        alternatives = "|".join(re.escape(text) for text in unique)
+        self._pattern = re.compile(f"(?<![0-9A-Za-z])(?:{alternatives})(?![0-9A-Za-z])") if unique else None
 
     def redact_text(self, text: str) -> str:
         """Return ``text`` with every known identifier replaced by ``<id:HASH12>``."""

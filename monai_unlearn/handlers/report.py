@@ -137,7 +137,7 @@ class UnlearningReport:
         self.report: dict[str, Any] = {}
         self.cost_recorder = RevisionCostRecorder(name=f"{name}.cost")
         self.revision_seconds: float | None = None
-        self._clock_start: bool = False
+        self._started = False
         self._own_metrics: UnlearningMetrics | None = None
         self._record: EvaluationRecord | None = None
 
@@ -158,6 +158,12 @@ class UnlearningReport:
         if record is not None and record.covers(self.loaders) and record.original is not None:
             self._own_metrics = None
             self._record = record
+            if self.oracle_checkpoint is not None and record.oracle is None:
+                self.logger.warning(
+                    "The report reuses the evaluations of UnlearningMetrics, which has no oracle; give "
+                    "oracle_checkpoint=%s to UnlearningMetrics instead.",
+                    self.oracle_checkpoint,
+                )
         else:
             self._own_metrics = UnlearningMetrics(
                 self.loaders,
@@ -181,11 +187,11 @@ class UnlearningReport:
         self.before = self._summaries(self._record.original)
         for split, summary in self.before.items():
             self.logger.info("Before revision, %s: %s", split, _short(summary))
-        self._clock_start = True
+        self._started = True
 
     def evaluate_after(self, engine: Engine) -> None:
         """Take (or compute) the evaluation of the revised network and write the report."""
-        if not self._clock_start or self._record is None:
+        if not self._started or self._record is None:
             raise RuntimeError("UnlearningReport saw COMPLETED without STARTED; attach it to the trainer before run().")
         self.revision_seconds = self.cost_recorder.seconds
         if self._own_metrics is not None:

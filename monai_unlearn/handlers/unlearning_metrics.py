@@ -105,6 +105,11 @@ class UnlearningMetrics:
     uses them, and before :class:`~monai_unlearn.handlers.MembershipInference` and
     :class:`~monai_unlearn.handlers.UnlearningReport`.
 
+    Note:
+        The "original" is whatever network the engine holds at ``STARTED``. A run resumed from a checkpoint of a
+        partial revision therefore reports that partial revision as the original. Under ``torch.distributed`` each
+        process evaluates its own loaders, so give every process the whole evaluation splits.
+
     Args:
         loaders: evaluation loaders by split name, with the forget flag on every sample and deterministic transforms.
             They must include ``train_split`` and ``heldout_split``.

@@ -87,7 +87,8 @@ class UnlearningTrainer(SupervisedTrainer):
         pairing: ``"flag"`` or ``"loaders"``; None infers it from ``retain_loader``.
         forget_key: batch key of the integer forget flag (``pairing="flag"``).
         region_key: segmentation only: batch key of a boolean forget-region map; None treats whole images as forget
-            regions.
+            regions. With a region map, a pass in which every sample is a forget sample is allowed, because the
+            voxels outside the regions keep their ground truth.
         batchnorm: BatchNorm policy of the trainable network: ``"train"`` (batch statistics, running statistics
             updated, as in the reference code), ``"eval"`` (running statistics used and kept; affine parameters
             trained) or ``"frozen"`` (as ``"eval"``, and the affine parameters are not updated either). Forget-only
@@ -265,7 +266,9 @@ class UnlearningTrainer(SupervisedTrainer):
                     f"No sample of pass {epoch} had {self.forget_key}=1: the forget rule matched nothing. "
                     "Check the rule of TagForgetd against the datalist."
                 )
-            if summary["retain_samples"] == 0:
+            # With forget regions (label forgetting) a forget sample keeps its ground truth outside the region, so a
+            # pass in which every sample is a forget sample still retains something.
+            if summary["retain_samples"] == 0 and self.region_key is None:
                 raise ValueError(
                     f"Every sample of pass {epoch} had {self.forget_key}=1: the forget set is the whole "
                     "training set, so nothing would be retained. Narrow the forget rule or retrain from scratch."

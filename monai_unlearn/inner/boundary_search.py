@@ -96,7 +96,8 @@ class BoundarySearchResult:
         points: boundary points ``x*``, detached, same shape as the input images.
         labels: hard boundary labels: ``argmax f_0(x*)``, shape ``(B,)`` for classification, ``(B, *spatial)`` for
             segmentation (ground truth outside the forget region).
-        soft_targets: detached soft targets ``softmax(topk(f_0(x*)) / T)``, shape ``(B, C, *spatial)``.
+        soft_targets: detached soft targets ``softmax(topk(f_0(x*)) / T)``, shape ``(B, C, *spatial)``; for
+            segmentation, the one-hot ground truth outside the forget region.
         logits: detached logits of the frozen network at ``x*``.
         flip_fraction: per sample, 1.0 when the boundary label differs from the label (classification), or the
             fraction of forget-region voxels whose boundary label differs from the ground truth (segmentation).
@@ -145,6 +146,10 @@ class BoundarySearch:
         top_k: number of classes kept in the soft targets; None keeps all.
         temperature: softmax temperature ``T > 0`` of the soft targets.
         generator: ``torch.Generator`` on the images' device for repeatable noise and random starts.
+        exclude_classes: class indices that no boundary label or soft target may take, for example a retired
+            segmentation label or a forgotten class: the boundary label is the argmax over the other classes at
+            ``x*``. None (default) allows every class. When a single class stays allowed, every boundary label is
+            that class and no inner step runs (``steps_run`` is 0; the points are the clean images).
 
     Raises:
         ValueError: when a hyper-parameter is out of range.
@@ -166,6 +171,7 @@ class BoundarySearch:
         top_k: int | None = 3,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        exclude_classes: Sequence[int] | None = None,
     ) -> None:
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"Invalid number of inner steps: {steps!r}. It must be an integer >= 1.")
@@ -184,6 +190,10 @@ class BoundarySearch:
             raise ValueError(f"Invalid box: {box!r}. Expected a pair (low, high).")
         if not isinstance(closeness, ClosenessSchedule):
             closeness = ClosenessSchedule(closeness)
+        excluded = [] if exclude_classes is None else list(exclude_classes)
+        for value in excluded:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"Invalid exclude_classes {excluded!r}: expected non-negative class indices.")
         self.epsilon = float(epsilon)
         self.steps = steps
         self.step_size = step_size if step_size is not None else self.epsilon / math.sqrt(steps)
@@ -198,6 +208,8 @@ class BoundarySearch:
         self.top_k = top_k
         self.temperature = float(temperature)
         self.generator = generator
+        self.exclude_classes = sorted(set(excluded))
+        self._num_classes: int | None = None
         # Build one optimizer now so that invalid hyper-parameters fail at construction, not at the first batch.
         self._make_optimizer(torch.zeros(1, requires_grad=True), closeness=self.closeness.initial)
 
@@ -308,11 +320,14 @@ class BoundarySearch:
         target: torch.Tensor | None = None
         inner_losses: list[float] = []
         steps_run = 0
-        for k in range(self.steps):
+        # With a single allowed class every boundary label is that class, so the search has nothing to decide.
+        steps = 0 if self._single_allowed_class(network, points) else self.steps
+        for k in range(steps):
             if on_inner_step is not None:
                 on_inner_step(k)
             with torch.enable_grad():
                 logits = network(points)
+                self._num_classes = logits.shape[1]
                 if target is None:
                     target = to_class_indices(labels, logits)
                     region = self._normalise_region(region, target)
@@ -336,24 +351,54 @@ class BoundarySearch:
 
         with torch.no_grad():
             final_logits = network(points.detach()).detach()
-        if target is None:  # unreachable with steps >= 1, kept for type checkers
+        if target is None:  # the search was skipped
             target = to_class_indices(labels, final_logits)
+            region = self._normalise_region(region, target)
         if len(inner_losses) == steps_run:
             inner_losses.append(float(self._per_sample_loss(final_logits, target, region).mean()))
-        predicted = final_logits.argmax(dim=1)
+        labelling_logits = self._mask_excluded(final_logits)
+        predicted = labelling_logits.argmax(dim=1)
         if predicted.ndim > 1 and region is not None:
             predicted = torch.where(region, predicted, target)
         flip_fraction = self._flip_fraction(predicted, target, region)
+        soft_targets = soft_boundary_targets(labelling_logits, self.top_k, self.temperature)
+        if predicted.ndim > 1 and region is not None:
+            # Outside the forget region the soft target is the one-hot ground truth, as for the hard labels.
+            one_hot = F.one_hot(target, soft_targets.shape[1]).movedim(-1, 1).to(soft_targets.dtype)
+            soft_targets = torch.where(region.unsqueeze(1), soft_targets, one_hot)
         return BoundarySearchResult(
             points=points.detach(),
             labels=predicted,
-            soft_targets=soft_boundary_targets(final_logits, self.top_k, self.temperature),
+            soft_targets=soft_targets,
             logits=final_logits,
             flip_fraction=flip_fraction,
             flip_rate=float(flip_fraction.mean()) if flip_fraction.numel() else 0.0,
             inner_losses=inner_losses,
             steps_run=steps_run,
         )
+
+    def _single_allowed_class(self, network: torch.nn.Module, points: torch.Tensor) -> bool:
+        """Return True when the exclusions leave one class, running the network once if its class count is unknown."""
+        if not self.exclude_classes:
+            return False
+        if self._num_classes is None:
+            with torch.no_grad():
+                self._num_classes = network(points).shape[1]
+        return self._num_classes - len(self.exclude_classes) == 1
+
+    def _mask_excluded(self, logits: torch.Tensor) -> torch.Tensor:
+        """Return ``logits`` with the excluded classes set to minus infinity, so that no target takes them."""
+        if not self.exclude_classes:
+            return logits
+        num_classes = logits.shape[1]
+        if max(self.exclude_classes) >= num_classes or len(self.exclude_classes) >= num_classes:
+            raise ValueError(
+                f"exclude_classes {self.exclude_classes} does not fit a network with {num_classes} outputs: every "
+                "index must be below the number of classes and at least one class must stay allowed."
+            )
+        masked = logits.clone()
+        masked[:, self.exclude_classes] = float("-inf")
+        return masked
 
     @staticmethod
     def _normalise_region(region: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor | None:
@@ -371,5 +416,5 @@ class BoundarySearch:
         return (
             f"BoundarySearch(epsilon={self.epsilon}, steps={self.steps}, step_size={self.step_size}, "
             f"noise={self.noise!r}, noise_scale={self.noise_scale}, closeness={self.closeness}, box={self.box}, "
-            f"early_stop={self.early_stop!r})"
+            f"early_stop={self.early_stop!r}, exclude_classes={self.exclude_classes})"
         )

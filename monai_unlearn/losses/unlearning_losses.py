@@ -37,16 +37,33 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: s
     return loss.mean()
 
 
-def forget_loss(logits: torch.Tensor, boundary_labels: torch.Tensor | None = None, soft_targets=None) -> torch.Tensor:
+def forget_loss(
+    logits: torch.Tensor,
+    boundary_labels: torch.Tensor | None = None,
+    soft_targets=None,
+    voxel_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Forget loss ``L_F``: cross-entropy to hard boundary labels, or soft cross-entropy to soft targets.
 
     Exactly one of ``boundary_labels`` (class indices) and ``soft_targets`` (probabilities) must be given.
+    ``voxel_weights`` (segmentation only, shape ``(B, *spatial)``) turns the mean over voxels into the weighted mean
+    ``sum(w * l) / sum(w)``, for example to weigh the voxels of a forget region more than the rest of the image.
     """
     if (boundary_labels is None) == (soft_targets is None):
         raise ValueError("forget_loss needs exactly one of boundary_labels and soft_targets.")
     if soft_targets is not None:
-        return soft_cross_entropy(logits, soft_targets)
-    return F.cross_entropy(logits.float(), boundary_labels)
+        per_voxel = soft_cross_entropy(logits, soft_targets, reduction="none")
+    else:
+        per_voxel = F.cross_entropy(logits.float(), boundary_labels, reduction="none")
+    if voxel_weights is None:
+        return per_voxel.mean()
+    if voxel_weights.shape != per_voxel.shape:
+        raise ValueError(
+            f"Voxel weights of shape {tuple(voxel_weights.shape)} do not match the per-voxel loss of shape "
+            f"{tuple(per_voxel.shape)}."
+        )
+    weights = voxel_weights.to(per_voxel.dtype)
+    return (per_voxel * weights).sum() / weights.sum().clamp(min=torch.finfo(per_voxel.dtype).tiny)
 
 
 def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

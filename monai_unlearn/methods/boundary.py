@@ -89,6 +89,13 @@ class BoundaryUnlearning(UnlearningMethod):
         retain_weight: ``phi >= 0``, the weight of the retain term; 0 turns it off and no retain batch is loaded.
         retain_target: ``"label"`` (cross-entropy to true labels) or ``"distill"`` (match the original's outputs).
         distill_temperature: temperature of the distillation retain loss.
+        exclude_classes: class indices that boundary labels and soft targets never take, for example ``[2]`` to
+            retire segmentation label 2: its voxels (the forget region) are then relabelled to the most likely other
+            class at the boundary point. Pair it with a retain term that cannot teach the class again (true labels
+            of samples without it, or no retain term); distillation from the original would teach it again.
+        region_weight: weight of the forget-region voxels relative to the other voxels of a forget image in the
+            forget loss (segmentation with a region map, for example label forgetting, where the region is a small
+            part of each image). 1 (default) is the plain mean over voxels.
 
     Raises:
         ValueError: for an unknown preset, a missing epsilon or an out-of-range setting.
@@ -119,6 +126,8 @@ class BoundaryUnlearning(UnlearningMethod):
         retain_weight: float | None = None,
         retain_target: str | None = None,
         distill_temperature: float | None = None,
+        exclude_classes: list[int] | tuple[int, ...] | None = None,
+        region_weight: float = 1.0,
     ) -> None:
         if preset not in BOUNDARY_PRESETS:
             raise ValueError(f"Unknown boundary unlearning preset {preset!r}: expected one of {list(BOUNDARY_PRESETS)}.")
@@ -180,6 +189,12 @@ class BoundaryUnlearning(UnlearningMethod):
         self.epsilon = float(epsilon)
         self.box = None if box is None else (float(box[0]), float(box[1]))
         self.settings = settings
+        self.exclude_classes = None if exclude_classes is None else list(exclude_classes)
+        if isinstance(region_weight, bool) or not isinstance(region_weight, (int, float)) or not (
+            math.isfinite(region_weight) and region_weight > 0
+        ):
+            raise ValueError(f"Invalid region_weight: {region_weight!r}. It must be a finite number > 0.")
+        self.region_weight = float(region_weight)
         self.search: BoundarySearch | None = None
         # Build a search with the global generator now so that invalid settings fail at construction time.
         self._build_search(generator=None, total_outer_steps=settings["closeness_total_steps"] or 1)
@@ -207,6 +222,7 @@ class BoundaryUnlearning(UnlearningMethod):
             top_k=s["top_k"],
             temperature=s["temperature"],
             generator=generator,
+            exclude_classes=self.exclude_classes,
         )
         return self.search
 
@@ -242,10 +258,11 @@ class BoundaryUnlearning(UnlearningMethod):
                 on_inner_step_completed=trainer.fire_inner_iteration_completed,
             )
             forget_logits = trainer.network(forget.images)
+            weights = self._voxel_weights(forget, result.labels)
             if self.settings["soft_targets"]:
-                loss_f = forget_loss(forget_logits, soft_targets=result.soft_targets)
+                loss_f = forget_loss(forget_logits, soft_targets=result.soft_targets, voxel_weights=weights)
             else:
-                loss_f = forget_loss(forget_logits, boundary_labels=result.labels)
+                loss_f = forget_loss(forget_logits, boundary_labels=result.labels, voxel_weights=weights)
             loss = loss_f
             metrics["forget_loss"] = float(loss_f.detach())
             metrics["flip_rate"] = result.flip_rate
@@ -267,8 +284,21 @@ class BoundaryUnlearning(UnlearningMethod):
             raise ValueError("An outer step got neither a forget sample nor a retain sample; check the loaders.")
         return StepOutput(loss=loss, forget_logits=forget_logits, retain_logits=retain_logits, metrics=metrics)
 
+    def _voxel_weights(self, forget: UnlearningBatch, boundary_labels: torch.Tensor) -> torch.Tensor | None:
+        if self.region_weight == 1.0 or forget.region is None or boundary_labels.ndim == 1:
+            return None
+        region = forget.region
+        if region.ndim == boundary_labels.ndim + 1 and region.shape[1] == 1:
+            region = region[:, 0]
+        return torch.where(region.bool(), self.region_weight, 1.0).to(torch.float32)
+
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "preset": self.preset, "epsilon": self.epsilon, "box": self.box, **self.settings}
+        config = {"name": self.name, "preset": self.preset, "epsilon": self.epsilon, "box": self.box, **self.settings}
+        if self.exclude_classes:
+            config["exclude_classes"] = list(self.exclude_classes)
+        if self.region_weight != 1.0:
+            config["region_weight"] = self.region_weight
+        return config
 
     def __repr__(self) -> str:
         return f"BoundaryUnlearning(preset={self.preset!r}, epsilon={self.epsilon}, settings={self.settings})"

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from .hippocampus import HIPPOCAMPUS_LABELS, HIPPOCAMPUS_SPLITS, build_hippocampus_datalist, hippocampus_case_fields
 from .modality import CLASS_NAMES, build_modality_dataset, split_mosaic, to_uint8
 from .paths import DATA_DIR_ENV, REPOSITORY_ROOT, resolve_data_dir
 
@@ -15,4 +16,8 @@ __all__ = [
     "resolve_data_dir",
     "split_mosaic",
     "to_uint8",
+    "HIPPOCAMPUS_LABELS",
+    "HIPPOCAMPUS_SPLITS",
+    "build_hippocampus_datalist",
+    "hippocampus_case_fields",
 ]

@@ -30,3 +30,7 @@ __all__ += [
     "load_oracle_network",
     "package_versions",
 ]
+
+from .segmentation_report import SegmentationUnlearningReport, format_segmentation_markdown  # noqa: E402
+
+__all__ += ["SegmentationUnlearningReport", "format_segmentation_markdown"]

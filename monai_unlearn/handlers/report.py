@@ -320,7 +320,7 @@ class UnlearningReport:
 
 def _short(summary: dict[str, Any]) -> str:
     parts = []
-    for key in ("accuracy", "forget_accuracy", "retain_accuracy"):
+    for key in ("accuracy", "forget_accuracy", "retain_accuracy", "mean_dice", "forget_mean_dice", "retain_mean_dice"):
         value = summary.get(key)
         if value is not None:
             parts.append(f"{key} {value:.4f}")

@@ -5,6 +5,7 @@ the gap to the retrain oracle, relearn time and the cost of a run."""
 
 from __future__ import annotations
 
+from .case_mia import case_loss_mia
 from .classification import ClassifierEvaluation, collect_classifier_outputs, evaluate_classifier
 from .comparison import compare_models, default_gap_metrics, headline_metrics, oracle_gap
 from .cost import CostMonitor, RunCost, peak_rss_bytes, reset_peak_rss
@@ -21,6 +22,7 @@ from .mia import (
 from .relearn import RelearnResult, relearn_time
 from .split_accuracy import ForgetSplitAccuracy
 from .suite import EvaluationSuite, ModelEvaluation
+from .segmentation import SegmenterEvaluation, collect_segmenter_outputs, evaluate_segmenter
 
 __all__ = [
     "ClassifierEvaluation",
@@ -47,4 +49,8 @@ __all__ = [
     "reset_peak_rss",
     "run_attacks",
     "svc_attack",
+    "SegmenterEvaluation",
+    "case_loss_mia",
+    "collect_segmenter_outputs",
+    "evaluate_segmenter",
 ]

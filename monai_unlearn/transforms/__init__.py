@@ -22,6 +22,8 @@ from .rules import (
     split_datalist,
 )
 from .tag_forget import TagForgetd, TagForgetD, TagForgetDict
+from .label_region import ForgetLabelRegiond, ForgetLabelRegionD, ForgetLabelRegionDict, label_region
+from .percentile_rule import PercentileCompare
 
 __all__ = [
     "COMPARISONS",
@@ -42,4 +44,9 @@ __all__ = [
     "as_rule",
     "parse_rule",
     "split_datalist",
+    "ForgetLabelRegionD",
+    "ForgetLabelRegionDict",
+    "ForgetLabelRegiond",
+    "PercentileCompare",
+    "label_region",
 ]

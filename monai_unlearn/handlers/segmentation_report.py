@@ -7,7 +7,7 @@ It extends :class:`~monai_unlearn.handlers.UnlearningReport` and, like it, only 
 ``Events.COMPLETED`` the revised network. The report compares the three models on per-label Dice of forget, retain
 and held-out cases and on the gap between forget-case and held-out-case Dice. It adds the case-level membership
 inference attack on case-mean voxel losses and the voxels still predicted as each retired label. Its timing compares
-the revision's wall time with the original training and with the oracle's training.
+the revision's wall time and CPU time with those of the original training and of the oracle's training.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import copy
 import functools
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,8 @@ class SegmentationUnlearningReport(UnlearningReport):
         self.min_group_cases = min_group_cases
         self.evaluations: dict[str, dict[str, SegmenterEvaluation]] = {}
         self._latest: dict[str, SegmenterEvaluation] = {}
+        self._process_start: float | None = None
+        self.revision_process_seconds: float | None = None
 
     # ----------------------------------------------------------------------------------------------- evaluation
     def _evaluate_model(self, network: torch.nn.Module, device: Any) -> dict[str, SegmenterEvaluation]:
@@ -156,21 +159,42 @@ class SegmentationUnlearningReport(UnlearningReport):
             self.logger.info("Evaluated the retrain oracle %s.", self.oracle_checkpoint)
         super().evaluate_before(engine)
         self.evaluations["original"] = self._latest
+        self._process_start = time.process_time()
+
+    def evaluate_after(self, engine: Engine) -> None:
+        """Stop the CPU-time clock, then evaluate the revised network and write the report."""
+        if self._process_start is not None:
+            self.revision_process_seconds = time.process_time() - self._process_start
+        super().evaluate_after(engine)
 
     # ----------------------------------------------------------------------------------------------- report
     def _build(self, engine: Engine) -> dict[str, Any]:
         self.evaluations["revised"] = self._latest
         report = super()._build(engine)
         report["segmentation"] = self._segmentation_section()
-        oracle_time = _read_json(self.oracle_training_record)
-        if oracle_time is not None and oracle_time.get("wall_time_seconds"):
-            timing = report["timing"]
-            timing["oracle_training_seconds"] = oracle_time["wall_time_seconds"]
-            if self.revision_seconds:
-                timing["speedup_vs_oracle"] = oracle_time["wall_time_seconds"] / self.revision_seconds
+        self._add_timing(report["timing"])
         if self.oracle_checkpoint is not None:
-            report["oracle"] = {"checkpoint": str(self.oracle_checkpoint), "sha256": sha256_file(self.oracle_checkpoint)}
+            digest = sha256_file(self.oracle_checkpoint)
+            report["oracle"] = {"checkpoint": str(self.oracle_checkpoint), "sha256": digest}
         return report
+
+    def _add_timing(self, timing: dict[str, Any]) -> None:
+        """Add the revision's CPU time, the training times of the original and the oracle, and the speedups."""
+        timing["revision_process_seconds"] = self.revision_process_seconds
+        original = _read_json(self.training_record) or {}
+        if original.get("process_time_seconds"):
+            timing["original_training_process_seconds"] = original["process_time_seconds"]
+            if self.revision_process_seconds:
+                timing["process_speedup"] = original["process_time_seconds"] / self.revision_process_seconds
+        oracle = _read_json(self.oracle_training_record) or {}
+        if oracle.get("wall_time_seconds"):
+            timing["oracle_training_seconds"] = oracle["wall_time_seconds"]
+            if self.revision_seconds:
+                timing["speedup_vs_oracle"] = oracle["wall_time_seconds"] / self.revision_seconds
+        if oracle.get("process_time_seconds"):
+            timing["oracle_training_process_seconds"] = oracle["process_time_seconds"]
+            if self.revision_process_seconds:
+                timing["process_speedup_vs_oracle"] = oracle["process_time_seconds"] / self.revision_process_seconds
 
     def _held_out_group(self, evaluation: SegmenterEvaluation) -> tuple[np.ndarray, str]:
         flagged = evaluation.flags == 1
@@ -321,25 +345,44 @@ def _summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"- Retired labels: {', '.join(section['retired_labels'])}")
     if report.get("flip_rate") is not None:
         lines.append(f"- Boundary-label flip rate (last pass): {report['flip_rate']:.4f}")
-    timing = report.get("timing") or {}
-    if timing.get("revision_seconds") is not None:
-        lines.append(f"- Revision wall time: {timing['revision_seconds']:.1f} s")
-    if timing.get("original_training_seconds") is not None:
-        text = f"- Original training: {timing['original_training_seconds']:.1f} s"
-        if timing.get("speedup") is not None:
-            text += f" (the revision is {timing['speedup']:.1f} times faster)"
-        lines.append(text)
-    if timing.get("oracle_training_seconds") is not None:
-        text = f"- Retrain oracle training: {timing['oracle_training_seconds']:.1f} s"
-        if timing.get("speedup_vs_oracle") is not None:
-            text += f" (the revision is {timing['speedup_vs_oracle']:.1f} times faster)"
-        lines.append(text)
+    lines += _timing_lines(report.get("timing") or {})
     if report.get("device"):
         lines.append(f"- Device: {report['device']}")
     checkpoints = report.get("checkpoints") or {}
     if checkpoints.get("original_backup"):
         lines.append(f"- Original checkpoint kept as `{Path(checkpoints['original_backup']).name}`")
     lines.append("")
+    return lines
+
+
+def _mia_value(metrics: dict[str, Any], key: str) -> float | None:
+    return None if metrics["mia"] is None else metrics["mia"][key]
+
+
+def _timing_lines(timing: dict[str, Any]) -> list[str]:
+    lines = []
+    if timing.get("revision_seconds") is not None:
+        text = f"- Revision wall time: {timing['revision_seconds']:.1f} s"
+        if timing.get("revision_process_seconds") is not None:
+            text += f" (CPU time {timing['revision_process_seconds']:.1f} s)"
+        lines.append(text)
+    trainings = (
+        ("Original training", "original_training", ""),
+        ("Retrain oracle training", "oracle_training", "_vs_oracle"),
+    )
+    for title, prefix, suffix in trainings:
+        wall = timing.get(f"{prefix}_seconds")
+        if wall is None:
+            continue
+        text = f"- {title}: wall time {wall:.1f} s"
+        if timing.get(f"speedup{suffix}") is not None:
+            text += f", {timing[f'speedup{suffix}']:.1f} times the revision's"
+        process = timing.get(f"{prefix}_process_seconds")
+        if process is not None:
+            text += f"; CPU time {process:.1f} s"
+            if timing.get(f"process_speedup{suffix}") is not None:
+                text += f", {timing[f'process_speedup{suffix}']:.1f} times the revision's"
+        lines.append(text)
     return lines
 
 
@@ -367,8 +410,8 @@ def _comparison_lines(section: dict[str, Any]) -> list[str]:
         ("forget minus held-out mean Dice", lambda m: m["forget_minus_held_out_dice"]),
         ("case loss, forget cases", lambda m: m["forget_mean_loss"]),
         ("case loss, held-out cases", lambda m: m["held_out_mean_loss"]),
-        ("case-level MIA AUC (loss threshold)", lambda m: None if m["mia"] is None else m["mia"]["auc"]),
-        ("case-level MIA best balanced accuracy", lambda m: None if m["mia"] is None else m["mia"]["balanced_accuracy"]),
+        ("case-level MIA AUC (loss threshold)", lambda m: _mia_value(m, "auc")),
+        ("case-level MIA best balanced accuracy", lambda m: _mia_value(m, "balanced_accuracy")),
     ]
     for title, read in rows:
         line = f"| {title} | " + " | ".join(_cell(read(models[m])) for m in present) + " |"
@@ -399,24 +442,31 @@ def _retired_lines(retired: dict[str, Any]) -> list[str]:
     for label, by_model in retired.items():
         for model, values in by_model.items():
             dice = ", ".join(f"{split} {_cell(value)}" for split, value in values["dice"].items())
-            lines.append(f"| {label} | {model} | {dice} | {values['predicted_voxels']} | {values['cases_predicting']} |")
+            counts = f"{values['predicted_voxels']} | {values['cases_predicting']}"
+            lines.append(f"| {label} | {model} | {dice} | {counts} |")
     lines.append("")
     return lines
+
+
+def _row(title: str, before: Any, after: Any) -> str:
+    return f"| {title} | {_cell(before)} | {_cell(after)} | {_change(before, after)} |"
 
 
 def _split_lines(report: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for split, values in (report.get("splits") or {}).items():
         before, after = values["before"], values["after"]
-        lines += [f"## Split `{split}` before and after", "", "| metric | before | after | change |", "| --- | --- | --- | --- |"]
+        lines += [f"## Split `{split}` before and after", "", "| metric | before | after | change |"]
+        lines.append("| --- | --- | --- | --- |")
         for key, title in (("mean_dice", "mean Dice, all cases"), ("forget_mean_dice", "mean Dice, forget cases"),
                            ("retain_mean_dice", "mean Dice, retain cases"), ("mean_loss", "case loss, all cases")):
-            lines.append(f"| {title} | {_cell(before.get(key))} | {_cell(after.get(key))} | {_change(before.get(key), after.get(key))} |")
+            lines.append(_row(title, before.get(key), after.get(key)))
         for label, value in (before.get("dice") or {}).items():
             after_value = (after.get("dice") or {}).get(label)
-            lines.append(f"| Dice {label}, all cases | {_cell(value)} | {_cell(after_value)} | {_change(value, after_value)} |")
+            lines.append(_row(f"Dice {label}, all cases", value, after_value))
         lines.append(
-            f"\n{before.get('cases')} cases: {before.get('forget_cases')} forget, {before.get('retain_cases')} retain.\n"
+            f"\n{before.get('cases')} cases: {before.get('forget_cases')} forget, "
+            f"{before.get('retain_cases')} retain.\n"
         )
     return lines
 
@@ -425,7 +475,8 @@ def _pass_lines(report: dict[str, Any]) -> list[str]:
     passes = report.get("passes") or []
     if not passes:
         return []
-    keys = [k for k in ("forget_samples", "retain_samples", "flip_rate", "forget_loss", "retain_loss") if k in passes[0]]
+    columns = ("forget_samples", "retain_samples", "flip_rate", "forget_loss", "retain_loss")
+    keys = [k for k in columns if k in passes[0]]
     lines = ["## Passes", "", "| pass | " + " | ".join(keys) + " |", "| --- |" + " --- |" * len(keys)]
     for entry in passes:
         lines.append(f"| {int(entry['pass'])} | " + " | ".join(_cell(entry.get(k)) for k in keys) + " |")

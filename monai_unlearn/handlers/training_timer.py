@@ -26,7 +26,8 @@ class TrainingTimeRecorder:
     with the original training. The record contains ``wall_time_seconds``, ``epochs``, ``iterations``, ``device``,
     the completion time in UTC, and the peak memory of the run: ``peak_memory_bytes`` (CUDA tensor memory on a GPU,
     the process RSS on the CPU), ``peak_rss_bytes``, ``rss_scope`` and ``peak_cuda_bytes`` (see
-    :mod:`monai_unlearn.metrics.cost`).
+    :mod:`monai_unlearn.metrics.cost`). It also contains ``process_time_seconds``, the CPU time of the training
+    process, which depends less on other processes sharing the machine than the wall time does.
 
     Args:
         output_file: path of the JSON record, for example ``$@ckpt_dir + '/training_time.json'``.
@@ -38,6 +39,7 @@ class TrainingTimeRecorder:
         self.logger = logging.getLogger(name)
         self._start: float | None = None
         self._monitor: CostMonitor | None = None
+        self._process_start: float | None = None
 
     def attach(self, engine: Engine) -> None:
         """Register the handler on ``engine``'s STARTED and COMPLETED events."""
@@ -47,6 +49,7 @@ class TrainingTimeRecorder:
     def _started(self, engine: Engine) -> None:
         self._monitor = CostMonitor(getattr(engine.state, "device", None)).start()
         self._start = time.perf_counter()
+        self._process_start = time.process_time()
 
     def _completed(self, engine: Engine) -> None:
         if self._start is None:
@@ -56,6 +59,7 @@ class TrainingTimeRecorder:
         device = getattr(engine.state, "device", None)
         record: dict[str, Any] = {
             "wall_time_seconds": seconds,
+            "process_time_seconds": time.process_time() - (self._process_start or 0.0),
             "epochs": int(engine.state.epoch),
             "iterations": int(engine.state.iteration),
             "device": str(device) if device is not None else None,

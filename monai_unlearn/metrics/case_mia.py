@@ -23,7 +23,9 @@ import numpy as np
 __all__ = ["case_loss_mia"]
 
 
-def case_loss_mia(member_losses: Sequence[float] | np.ndarray, non_member_losses: Sequence[float] | np.ndarray) -> dict[str, Any]:
+def case_loss_mia(
+    member_losses: Sequence[float] | np.ndarray, non_member_losses: Sequence[float] | np.ndarray
+) -> dict[str, Any]:
     """Run the case-level loss-threshold attack and return its AUC and best balanced accuracy.
 
     Args:

@@ -171,7 +171,9 @@ def evaluate_segmenter(
         "mean_loss": _mean(result.losses),
         "forget_mean_loss": _mean(result.losses[forget]),
         "retain_mean_loss": _mean(result.losses[retain]),
-        "predicted_voxels": {name: int(result.predicted_voxels[:, c].sum()) for c, name in enumerate(result.class_names)},
+        "predicted_voxels": {
+            name: int(result.predicted_voxels[:, c].sum()) for c, name in enumerate(result.class_names)
+        },
         "cases_predicting": {
             name: int((result.predicted_voxels[:, c] > 0).sum()) for c, name in enumerate(result.class_names)
         },

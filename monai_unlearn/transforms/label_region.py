@@ -36,7 +36,10 @@ def label_region(label: torch.Tensor | np.ndarray, labels: Sequence[int]) -> tor
     if hasattr(values, "as_tensor"):
         values = values.as_tensor()
     if values.ndim < 2:
-        raise ValueError(f"Expected a channel-first label map (1 or C channels, then spatial axes), got shape {tuple(values.shape)}.")
+        raise ValueError(
+            f"Invalid label shape {tuple(values.shape)}: expected a channel-first label map (1 or C channels, then "
+            "the spatial axes)."
+        )
     if values.shape[0] > 1:
         if max(labels) >= values.shape[0]:
             raise ValueError(

@@ -21,7 +21,8 @@ pytest.importorskip("ipykernel")
 REPOSITORY = Path(__file__).resolve().parents[1]
 TUTORIALS = REPOSITORY / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
-REPOSITORY_BUNDLE = REPOSITORY / "bundles" / "modality_classifier"
+# Every example bundle: a tutorial must work on a copy of whichever bundle it uses.
+REPOSITORY_BUNDLE = REPOSITORY / "bundles"
 # IPython colours its tracebacks with ANSI escape sequences, which make pytest's failure report hard to read.
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 

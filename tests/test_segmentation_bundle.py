@@ -188,3 +188,9 @@ def test_oracle_overlay_restores_training_components():
     oracle = json.loads((BUNDLE / "configs" / "oracle.json").read_text())
     assert oracle["train#trainer"] == train["train"]["trainer"], "oracle.json must train with train.json's trainer"
     assert oracle["optimizer"] == train["optimizer"], "oracle.json must train with train.json's optimizer"
+
+
+def test_metadata_passes_bundle_schema():
+    from monai_unlearn.bundle.metadata import verify_bundle_metadata
+
+    verify_bundle_metadata(BUNDLE / "configs" / "metadata.json")

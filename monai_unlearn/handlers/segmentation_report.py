@@ -12,7 +12,6 @@ the revision's wall time and CPU time with those of the original training and of
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import os
@@ -26,10 +25,9 @@ import torch
 from ignite.engine import Engine
 from monai.engines.utils import default_prepare_batch
 
-from monai_unlearn.engines.unlearning_trainer import unwrap_network
 from monai_unlearn.metrics import SegmenterEvaluation, case_loss_mia, evaluate_segmenter
 from monai_unlearn.transforms import ForgetRule
-from monai_unlearn.utils import atomic_write_json, atomic_write_text, load_checkpoint, sha256_file, state_dict_layout
+from monai_unlearn.utils import atomic_write_json, atomic_write_text, sha256_file
 
 from .report import UnlearningReport
 
@@ -113,6 +111,10 @@ class SegmentationUnlearningReport(UnlearningReport):
             evaluate_fn=functools.partial(evaluate_segmenter, inferer=inferer),
             report_name=report_name,
             name=name,
+            oracle_checkpoint=oracle_checkpoint,
+            metric="dice",
+            train_split=member_split,
+            heldout_split=held_out_split,
         )
         self.retired_labels = [] if retired_labels is None else [int(v) for v in retired_labels]
         self.oracle_checkpoint = Path(oracle_checkpoint) if oracle_checkpoint is not None else None
@@ -123,42 +125,29 @@ class SegmentationUnlearningReport(UnlearningReport):
         self.held_out_split = held_out_split
         self.min_group_cases = min_group_cases
         self.evaluations: dict[str, dict[str, SegmenterEvaluation]] = {}
-        self._latest: dict[str, SegmenterEvaluation] = {}
         self._process_start: float | None = None
         self.revision_process_seconds: float | None = None
 
     # ----------------------------------------------------------------------------------------------- evaluation
-    def _evaluate_model(self, network: torch.nn.Module, device: Any) -> dict[str, SegmenterEvaluation]:
-        return {
-            split: self.evaluate_fn(network, loader, device, self.forget_key, self.class_names, self.prepare_batch)
-            for split, loader in self.loaders.items()
-        }
+    def evaluate_before(self, engine: Engine) -> None:
+        """Evaluate the retrain oracle (when given) and the original network, then start the CPU-time clock.
 
-    def _evaluate(self, engine: Engine) -> dict[str, dict[str, Any]]:
-        device = getattr(engine.state, "device", None) or "cpu"
-        self._latest = self._evaluate_model(self._network(engine), device)
-        return {split: evaluation.summary for split, evaluation in self._latest.items()}
-
-    def _oracle_network(self, engine: Engine) -> torch.nn.Module:
-        if not self.oracle_checkpoint.is_file():  # type: ignore[union-attr]
+        The evaluations come from the base class's evaluation record (an ``UnlearningMetrics`` handler attached
+        before this one, or a private one), which keeps each split's :class:`SegmenterEvaluation` with its
+        per-case values.
+        """
+        if self.oracle_checkpoint is not None and not self.oracle_checkpoint.is_file():
             raise FileNotFoundError(
                 f"Retrain oracle checkpoint {str(self.oracle_checkpoint)!r} not found; train the oracle first (the "
                 "bundle's oracle.json overlay) or set oracle_checkpoint to None."
             )
-        checkpoint = load_checkpoint(self.oracle_checkpoint)
-        layout = state_dict_layout(checkpoint)
-        oracle = copy.deepcopy(unwrap_network(self._network(engine)))
-        oracle.load_state_dict(checkpoint if layout is None else checkpoint[layout])
-        return oracle
-
-    def evaluate_before(self, engine: Engine) -> None:
-        """Evaluate the retrain oracle (when given) and the original network, then start the revision clock."""
-        if self.oracle_checkpoint is not None:
-            device = getattr(engine.state, "device", None) or "cpu"
-            self.evaluations["oracle"] = self._evaluate_model(self._oracle_network(engine), device)
-            self.logger.info("Evaluated the retrain oracle %s.", self.oracle_checkpoint)
         super().evaluate_before(engine)
-        self.evaluations["original"] = self._latest
+        record = self._record
+        assert record is not None and record.original is not None, "the base class sets the record"
+        self.evaluations["original"] = dict(record.original.splits)
+        if record.oracle is not None:
+            self.evaluations["oracle"] = dict(record.oracle.splits)
+            self.logger.info("Evaluated the retrain oracle %s.", self.oracle_checkpoint)
         self._process_start = time.process_time()
 
     def evaluate_after(self, engine: Engine) -> None:
@@ -169,13 +158,15 @@ class SegmentationUnlearningReport(UnlearningReport):
 
     # ----------------------------------------------------------------------------------------------- report
     def _build(self, engine: Engine) -> dict[str, Any]:
-        self.evaluations["revised"] = self._latest
+        record = self._record
+        assert record is not None and record.revised is not None, "evaluate_after checks the revised evaluation"
+        self.evaluations["revised"] = dict(record.revised.splits)
         report = super()._build(engine)
         report["segmentation"] = self._segmentation_section()
         self._add_timing(report["timing"])
         if self.oracle_checkpoint is not None:
             digest = sha256_file(self.oracle_checkpoint)
-            report["oracle"] = {"checkpoint": str(self.oracle_checkpoint), "sha256": digest}
+            report["oracle"] = {**(report.get("oracle") or {}), "checkpoint": str(self.oracle_checkpoint), "sha256": digest}
         return report
 
     def _add_timing(self, timing: dict[str, Any]) -> None:
@@ -273,7 +264,9 @@ class SegmentationUnlearningReport(UnlearningReport):
         return retired
 
     def write(self) -> tuple[Path, Path]:
-        """Write the JSON and Markdown reports and return their paths."""
+        """Write the PNG plots, the JSON and the Markdown reports, and return the paths of the two reports."""
+        if self.plots and self.report.get("models"):
+            self.report["plots"] = self._write_plots()
         json_path = atomic_write_json(self.output_dir / f"{self.report_name}.json", self.report)
         markdown_path = atomic_write_text(
             self.output_dir / f"{self.report_name}.md", format_segmentation_markdown(self.report)

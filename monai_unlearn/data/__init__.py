@@ -16,3 +16,7 @@ __all__ = [
     "split_mosaic",
     "to_uint8",
 ]
+
+from .pneumonia import PNEUMONIA_CLASS_NAMES, PNEUMONIA_FILE, build_pneumonia_dataset  # noqa: E402
+
+__all__ += ["PNEUMONIA_CLASS_NAMES", "PNEUMONIA_FILE", "build_pneumonia_dataset"]

@@ -26,6 +26,9 @@ For each task and seed the script copies the bundle into a work folder, builds i
 4. evaluates the original, the oracle and every revised model with one ``EvaluationSuite`` (the same loaders,
    metrics and four membership inference attacks), and computes each model's gap to that seed's oracle.
 
+NOTE: relearn time is not measured here, because it would add about a hundred fine-tuning steps per row; the report of
+a bundle revision (``unlearn#relearn``) measures it.
+
 The page lists the mean and the sample standard deviation over seeds of every metric, the gap to the oracle and the
 cost (revision wall time, its ratio to the oracle's training time, and peak memory). Every row comes from this one
 run. The raw per-seed values are written as JSON beside the page.
@@ -70,8 +73,8 @@ BASELINE_NAMES = (
     "l1_sparse",
     "ssd",
 )
-#: The paper's presets (Nahass et al., arXiv:2505.21872) other than ``boundary_shrink``, which is listed as a
-#: baseline; each runs with ``unlearn.json``'s settings and ``unlearn#method`` set to the preset.
+#: The presets of Nahass et al. (arXiv:2505.21872), except ``boundary_shrink``, which is listed as a baseline. Each
+#: runs with the settings of ``unlearn.json`` and ``unlearn#method`` set to the preset.
 PAPER_PRESETS = ("psg", "psg_retain", "psg_soft", "psg_multistep")
 #: The rows of every table: the two references, then the baselines, then the paper's presets.
 REFERENCE_ROWS = ("original", "oracle")
@@ -127,8 +130,9 @@ class Setting:
     pneumonia_counts: tuple[int | None, int | None, int | None] = (None, None, None)
 
 
-# The full setting keeps about 600 training images per task and fewer epochs than the bundles' own recipes (30 and
-# 20), so that the whole run of 2 tasks x 3 seeds x 16 rows fits in about 30 minutes on a shared 2-core CPU.
+# The full setting keeps about 600 training images per task and trains for fewer epochs than the bundles' own
+# recipes (30 and 20). This is an estimate sized so that 2 tasks x 3 seeds x 16 rows take about 30 minutes on a
+# quiet 2-core CPU.
 FULL_SETTING = Setting(
     name="full",
     seeds=3,
@@ -271,8 +275,8 @@ class TaskRun:
         self.parser = ConfigParser(content)
         self.device = self.parser.get_parsed_content("device")
         self.class_names = list(self.parser.get_parsed_content("class_names"))
-        # The training loader (cached images, TagForgetd, the bundle's augmentation) is built once and shared by all
-        # methods through the parser's globals, so that each method sees the same samples.
+        # The training loader (cached images, TagForgetd, the bundle's augmentation) is built once and passed to every
+        # method's trainer through the parser's globals, so that all methods train on the same cached samples.
         self.train_loader = self.parser.get_parsed_content("train#dataloader")
         loaders = {
             "train": self.parser.get_parsed_content("unlearn#train_evaluation_loader"),
@@ -483,7 +487,9 @@ def findings(task_name: str, table: dict, rows: Sequence[str]) -> list[str]:
     original_gap = _mean(table, "original", "gap_mean")
     if ranked:
         order = ", ".join(f"`{row}` {_mean(table, row, 'gap_mean'):.3f}" for row in ranked)
-        lines.append(f"- Ranking by mean gap to the oracle (lower is better): {order}; the original: {original_gap:.3f}.")
+        lines.append(
+            f"- Ranking by mean gap to the oracle (lower is better): {order}. The original: {original_gap:.3f}."
+        )
     presets = [row for row in ranked if row in PAPER_PRESETS]
     baselines = [row for row in ranked if row in BASELINE_NAMES]
     if presets and baselines:
@@ -502,7 +508,8 @@ def findings(task_name: str, table: dict, rows: Sequence[str]) -> list[str]:
         nearest = min(candidates, key=lambda row: _mean(table, row, key))
         preset = min((row for row in candidates if row in PAPER_PRESETS), key=lambda row: _mean(table, row, key))
         if nearest in PAPER_PRESETS or _mean(table, preset, key) == _mean(table, nearest, key):
-            lines.append(f"- {title}: the paper's `{preset}` is nearest to the oracle ({_mean(table, preset, key):.3f}).")
+            value = _mean(table, preset, key)
+            lines.append(f"- {title}: the paper's `{preset}` is nearest to the oracle, or tied for it ({value:.3f}).")
         else:
             lines.append(
                 f"- {title}: `{nearest}` is nearest to the oracle ({_mean(table, nearest, key):.3f}); the best preset, "
@@ -511,8 +518,10 @@ def findings(task_name: str, table: dict, rows: Sequence[str]) -> list[str]:
     if original_gap is not None:
         for row in presets:
             gap = _mean(table, row, "gap_mean")
-            relation = "nearer to" if gap < original_gap else "not nearer to"
-            lines.append(f"- `{row}` lands {relation} the oracle than the original (mean gap {gap:.3f} against {original_gap:.3f}).")
+            relation = "lands nearer to" if gap < original_gap else "does not land nearer to"
+            lines.append(
+                f"- `{row}` {relation} the oracle than the original (mean gap {gap:.3f} against {original_gap:.3f})."
+            )
     # The attack AUCs grow with membership, so the original should score above the oracle; MIA-efficacy is the share
     # of forget samples called non-members, so the original should score below the oracle.
     for key, title, expected in (
@@ -554,11 +563,18 @@ def write_page(results: dict, output: Path, command: str) -> None:
         "`|value - oracle value|` of the same seed. The mean gap averages the gaps of forget (train and held-out),",
         "retain and test accuracy, MIA-efficacy and the loss threshold AUC (see docs/evaluation.md). A good",
         "revision has a small mean gap; 0 % forget accuracy is the target only when the oracle has it too.",
+        "",
         "The original's and the oracle's wall time and peak memory are those of their training; the methods' are",
-        "those of the revision (the trainer's run, without the evaluation). The membership inference columns attack",
-        "the forget set: the loss attacks against held-out samples of the same class (class forgetting) or with the",
-        "forget set's class proportions (subset forgetting), the SVC attacks as SalUn and l1-sparse define",
-        "MIA-efficacy. Method settings are those of the bundles' overlays (docs/baselines.md); the paper's presets",
+        "those of the revision (the trainer's run, without the evaluation). On a CPU, peak memory is the peak",
+        "resident set size of the process. For the original and the methods it is this script's process, which also",
+        "holds the cached datasets, and for the oracle it is its own bundle CLI process, so compare it between",
+        "methods only. Relearn time is not measured here (the report of a bundle revision has it).",
+        "",
+        "The membership inference columns attack the forget set: the loss attacks against held-out samples of the",
+        "same class (class forgetting) or with the forget set's class proportions (subset forgetting), the SVC",
+        "attacks as SalUn and l1-sparse define MIA-efficacy. The attack AUCs grow with membership; MIA-efficacy is",
+        "the share of forget samples that the attack calls non-members. Method settings are those of the bundles'",
+        "overlays (docs/baselines.md); the paper's presets",
         "run with `unlearn.json` (2 passes, Adam 5e-4, epsilon 0.2).",
         "",
     ]

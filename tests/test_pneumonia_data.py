@@ -43,8 +43,9 @@ def test_heldout_images_are_never_requested(datalist: dict):
 
 
 def test_groups_depend_on_seed(tmp_path):
-    first = json.loads(build_pneumonia_dataset(tmp_path / "a", data_dir=data_dir(), counts=(50, 2, 2), seed=1).read_text())
-    second = json.loads(build_pneumonia_dataset(tmp_path / "b", data_dir=data_dir(), counts=(50, 2, 2), seed=2).read_text())
+    first_path = build_pneumonia_dataset(tmp_path / "a", data_dir=data_dir(), counts=(50, 2, 2), seed=1)
+    second_path = build_pneumonia_dataset(tmp_path / "b", data_dir=data_dir(), counts=(50, 2, 2), seed=2)
+    first, second = json.loads(first_path.read_text()), json.loads(second_path.read_text())
     groups_a = [entry["request_group"] for entry in first["training"]]
     groups_b = [entry["request_group"] for entry in second["training"]]
     assert groups_a != groups_b, "two seeds gave the same request groups"

@@ -25,7 +25,9 @@ SMALL_COUNTS = (200, 40, 80)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None, help="data directory (default: $MONAI_UNLEARN_DATA, then ../shared/data)")
+    parser.add_argument(
+        "--data-dir", default=None, help="data directory (default: $MONAI_UNLEARN_DATA, then ../shared/data)"
+    )
     parser.add_argument(
         "--output-dir",
         default=str(Path(__file__).resolve().parents[1] / "data"),

@@ -507,7 +507,7 @@ def findings(task_name: str, table: dict, rows: Sequence[str]) -> list[str]:
             continue
         nearest = min(candidates, key=lambda row: _mean(table, row, key))
         preset = min((row for row in candidates if row in PAPER_PRESETS), key=lambda row: _mean(table, row, key))
-        if nearest in PAPER_PRESETS or _mean(table, preset, key) == _mean(table, nearest, key):
+        if nearest in PAPER_PRESETS or round(_mean(table, preset, key), 3) == round(_mean(table, nearest, key), 3):
             value = _mean(table, preset, key)
             lines.append(f"- {title}: the paper's `{preset}` is nearest to the oracle, or tied for it ({value:.3f}).")
         else:
@@ -614,8 +614,9 @@ def settings_section() -> list[str]:
     for setting in (FULL_SETTING, SMALL_SETTING):
         modality = ", ".join(f"{key}={value}" for key, value in setting.modality_data.items()) or "all"
         pneumonia = ", ".join("all" if count is None else str(count) for count in setting.pneumonia_counts)
-        lines.append(f"| `{setting.name}` | {setting.seeds} | modality | {setting.epochs['modality']} | {modality} |")
-        lines.append(f"| `{setting.name}` | {setting.seeds} | pneumonia | {setting.epochs['pneumonia']} | {pneumonia} |")
+        for task_name, images in (("modality", modality), ("pneumonia", pneumonia)):
+            epochs = setting.epochs[task_name]
+            lines.append(f"| `{setting.name}` | {setting.seeds} | {task_name} | {epochs} | {images} |")
     lines += [
         "",
         "The modality images are the arguments of `build_modality_dataset` (per split: training, validation, test).",

@@ -479,8 +479,9 @@ def _mean(table: dict, row: str, key: str) -> float | None:
     return statistic[0] if statistic else None
 
 
-def findings(task_name: str, table: dict, rows: Sequence[str]) -> list[str]:
-    """Return measured statements about the task: the ranking by mean gap and where the paper's presets stand."""
+def findings(task_result: dict, table: dict, rows: Sequence[str]) -> list[str]:
+    """Return measured statements about a task: the ranking by mean gap, where the paper's presets stand, and how the
+    original's attack scores compare with the oracle's."""
     methods = [row for row in rows if row not in REFERENCE_ROWS and _mean(table, row, "gap_mean") is not None]
     ranked = sorted(methods, key=lambda row: _mean(table, row, "gap_mean"))
     lines = []
@@ -495,7 +496,10 @@ def findings(task_name: str, table: dict, rows: Sequence[str]) -> list[str]:
     if presets and baselines:
         best_preset, best_baseline = presets[0], baselines[0]
         preset_gap, baseline_gap = _mean(table, best_preset, "gap_mean"), _mean(table, best_baseline, "gap_mean")
-        verdict = "beats" if preset_gap < baseline_gap else "does not beat"
+        if round(preset_gap, 3) == round(baseline_gap, 3):
+            verdict = "ties with"
+        else:
+            verdict = "beats" if preset_gap < baseline_gap else "does not beat"
         lines.append(
             f"- The best preset of the paper's method, `{best_preset}` (mean gap {preset_gap:.3f}), {verdict} the best "
             f"baseline, `{best_baseline}` ({baseline_gap:.3f}). It ranks {ranked.index(best_preset) + 1} of "
@@ -534,10 +538,55 @@ def findings(task_name: str, table: dict, rows: Sequence[str]) -> list[str]:
             continue
         holds = original_value > oracle_value if expected == "higher" else original_value < oracle_value
         relation = expected if holds else f"not {expected}"
-        lines.append(
-            f"- Forget-set {title}: original {original_value:.3f}, oracle {oracle_value:.3f}; the original's is "
-            f"{relation} than the oracle's."
+        per_seed = [
+            (item["rows"]["original"]["values"].get(key), item["rows"]["oracle"]["values"].get(key))
+            for item in task_result["seeds"].values()
+        ]
+        seeds_holding = sum(
+            1
+            for original_seed, oracle_seed in per_seed
+            if original_seed is not None
+            and oracle_seed is not None
+            and (original_seed > oracle_seed if expected == "higher" else original_seed < oracle_seed)
         )
+        spreads = [table[row][key][1] for row in REFERENCE_ROWS if table[row][key][1] is not None]
+        spread_text = ""
+        if spreads:
+            size = "smaller" if abs(original_value - oracle_value) < max(spreads) else "larger"
+            spread_text = f" The difference is {size} than the larger seed standard deviation ({max(spreads):.3f})."
+        lines.append(
+            f"- Forget-set {title}: original {original_value:.3f}, oracle {oracle_value:.3f}. The original's mean is "
+            f"{relation} than the oracle's, and the original's value is {expected} in {seeds_holding} of "
+            f"{len(per_seed)} seeds.{spread_text}"
+        )
+    return lines
+
+
+def summary(results: dict) -> list[str]:
+    """Return one line per task: where the paper's best preset ranks, and whether it lands nearer the oracle than the
+    original."""
+    lines = ["## Summary", ""]
+    for task_result in results["tasks"].values():
+        table = aggregate(task_result, results["rows"])
+        methods = [row for row in results["rows"] if row not in REFERENCE_ROWS]
+        ranked = sorted(
+            (row for row in methods if _mean(table, row, "gap_mean") is not None),
+            key=lambda row: _mean(table, row, "gap_mean"),
+        )
+        presets = [row for row in ranked if row in PAPER_PRESETS]
+        original_gap = _mean(table, "original", "gap_mean")
+        if not presets or original_gap is None:
+            continue
+        best = presets[0]
+        gap = _mean(table, best, "gap_mean")
+        nearer = [row for row in presets if _mean(table, row, "gap_mean") < original_gap]
+        lines.append(
+            f"- {task_result['title']}. The paper's best preset, `{best}`, ranks {ranked.index(best) + 1} of "
+            f"{len(ranked)} methods by mean gap to the oracle ({gap:.3f}; best overall `{ranked[0]}`, "
+            f"{_mean(table, ranked[0], 'gap_mean'):.3f}). {len(nearer)} of {len(presets)} presets land nearer to the "
+            f"oracle than the original (mean gap {original_gap:.3f})."
+        )
+    lines.append("")
     return lines
 
 
@@ -574,10 +623,13 @@ def write_page(results: dict, output: Path, command: str) -> None:
         "same class (class forgetting) or with the forget set's class proportions (subset forgetting), the SVC",
         "attacks as SalUn and l1-sparse define MIA-efficacy. The attack AUCs grow with membership; MIA-efficacy is",
         "the share of forget samples that the attack calls non-members. Method settings are those of the bundles'",
-        "overlays (docs/baselines.md); the paper's presets",
-        "run with `unlearn.json` (2 passes, Adam 5e-4, epsilon 0.2).",
+        "overlays (docs/baselines.md); the paper's presets run with `unlearn.json` (2 passes, Adam 5e-4,",
+        "epsilon 0.2).",
         "",
     ]
+    if results.get("rendered_utc"):
+        lines += [f"This page was rewritten from the run's raw results on {results['rendered_utc']} UTC.", ""]
+    lines += summary(results)
     lines += settings_section()
     for task_name, task_result in results["tasks"].items():
         table = aggregate(task_result, results["rows"])
@@ -600,7 +652,7 @@ def write_page(results: dict, output: Path, command: str) -> None:
         lines += ["", "### Gap to the oracle and cost", ""]
         lines += markdown_table(table, results["rows"], GAP_COLUMNS + COST_COLUMNS)
         lines += ["", "### Measured findings", ""]
-        lines += findings(task_name, table, results["rows"])
+        lines += findings(task_result, table, results["rows"])
         lines.append("")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n".join(lines), encoding="utf-8")
@@ -706,6 +758,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     if arguments.render is not None:
         results = json.loads(arguments.render.read_text(encoding="utf-8"))
+        results["rendered_utc"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
         write_page(results, arguments.output, results["command"])
         logger.info("Rewrote %s from %s.", arguments.output, arguments.render)
         return 0

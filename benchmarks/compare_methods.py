@@ -526,6 +526,18 @@ def findings(task_result: dict, table: dict, rows: Sequence[str]) -> list[str]:
             lines.append(
                 f"- `{row}` {relation} the oracle than the original (mean gap {gap:.3f} against {original_gap:.3f})."
             )
+    # Where a preset's forget accuracy falls below the oracle's, it pushed forget images past what retraining does;
+    # the test accuracy against the original's shows what that cost.
+    oracle_forget = _mean(table, "oracle", "forget_train_accuracy")
+    original_test = _mean(table, "original", "test_accuracy")
+    for row in presets:
+        forget, test = _mean(table, row, "forget_train_accuracy"), _mean(table, row, "test_accuracy")
+        if None in (oracle_forget, original_test, forget, test) or forget >= oracle_forget - 0.05:
+            continue
+        lines.append(
+            f"- `{row}` overshoots the oracle on the forget set: forget (train) accuracy {forget:.3f} against the "
+            f"oracle's {oracle_forget:.3f}, with test accuracy {test:.3f} against the original's {original_test:.3f}."
+        )
     # The attack AUCs grow with membership, so the original should score above the oracle; MIA-efficacy is the share
     # of forget samples called non-members, so the original should score below the oracle.
     for key, title, expected in (

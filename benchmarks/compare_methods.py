@@ -6,6 +6,7 @@ Usage (from the repository root, with ``MONAI_UNLEARN_DATA`` pointing at the dat
 
     python benchmarks/compare_methods.py                 # the full setting: 3 seeds, writes docs/results.md
     python benchmarks/compare_methods.py --small         # a few minutes on CPU: fewer images, epochs and seeds
+    python benchmarks/compare_methods.py --render docs/results.json   # rewrite the page from a run's raw results
 
 Tasks:
 
@@ -14,15 +15,16 @@ Tasks:
   a stand-in for patients' deletion requests. Seed ``s`` forgets the images with ``request_group == s``, so every
   seed draws another random subset.
 
-For each task and seed the script copies the bundle into a work folder, builds its data with the bundle's
-``scripts/prepare_data.py`` code, and then:
+For each task the script copies the bundle into a work folder and builds its data there with the library builder
+that the bundle's ``scripts/prepare_data.py`` calls, at the setting's sizes. Then, for each seed, it:
 
 1. trains the original with the bundle's ``train.json`` through ``monai.bundle.run`` (in this process);
 2. trains the retrain oracle with ``monai_unlearn.oracle.train_oracle`` (the bundle CLI, cached by config, forget
    manifest and seed);
 3. runs every method as the bundle's own trainer: ``train.json`` + ``unlearn.json`` + the method's overlay, with the
-   trainer instantiated from the merged config. The baselines use the overlays in ``configs/baselines/``, and the
-   paper's presets use ``unlearn.json`` with ``unlearn#method`` set to the preset;
+   trainer instantiated from the merged config and only a ``CheckpointLoader`` of the original as its handler. The
+   baselines use the overlays in ``configs/baselines/``, and the paper's presets use ``unlearn.json`` with
+   ``unlearn#method`` set to the preset;
 4. evaluates the original, the oracle and every revised model with one ``EvaluationSuite`` (the same loaders,
    metrics and four membership inference attacks), and computes each model's gap to that seed's oracle.
 

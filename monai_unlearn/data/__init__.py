@@ -21,3 +21,7 @@ __all__ = [
     "build_hippocampus_datalist",
     "hippocampus_case_fields",
 ]
+
+from .pneumonia import PNEUMONIA_CLASS_NAMES, PNEUMONIA_FILE, build_pneumonia_dataset  # noqa: E402
+
+__all__ += ["PNEUMONIA_CLASS_NAMES", "PNEUMONIA_FILE", "build_pneumonia_dataset"]

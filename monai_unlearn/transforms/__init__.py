@@ -43,3 +43,29 @@ __all__ = [
     "parse_rule",
     "split_datalist",
 ]
+
+from .dicom import (  # noqa: E402
+    DEVICE_ATTRIBUTES,
+    DicomReadError,
+    MissingDicomAttributeError,
+    ReadDicomHeaderD,
+    ReadDicomHeaderd,
+    ReadDicomHeaderDict,
+    normalize_value,
+    read_dicom_header,
+)
+from .slices import SelectSliceD, SelectSliced, SelectSliceDict  # noqa: E402
+
+__all__ += [
+    "DEVICE_ATTRIBUTES",
+    "DicomReadError",
+    "MissingDicomAttributeError",
+    "ReadDicomHeaderD",
+    "ReadDicomHeaderDict",
+    "ReadDicomHeaderd",
+    "SelectSliceD",
+    "SelectSliceDict",
+    "SelectSliced",
+    "normalize_value",
+    "read_dicom_header",
+]

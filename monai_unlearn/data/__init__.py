@@ -16,3 +16,7 @@ __all__ = [
     "split_mosaic",
     "to_uint8",
 ]
+
+from .readers import SimpleITKReader  # noqa: E402
+
+__all__ += ["SimpleITKReader"]

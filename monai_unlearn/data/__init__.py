@@ -20,3 +20,7 @@ __all__ = [
 from .readers import SimpleITKReader  # noqa: E402
 
 __all__ += ["SimpleITKReader"]
+
+from .scanner import build_scanner_datalist  # noqa: E402
+
+__all__ += ["build_scanner_datalist"]

@@ -31,7 +31,7 @@ from monai.data.image_reader import ImageReader
 from monai.utils import MetaKeys, SpaceKeys
 from pydicom.datadict import keyword_for_tag
 
-from ..transforms.dicom import DicomReadError, normalize_value, read_dicom_header
+from ..transforms.dicom import PATIENT_ATTRIBUTES, DicomReadError, normalize_value, read_dicom_header
 from .modality import split_mosaic
 
 __all__ = ["SimpleITKReader", "DICOM_SUFFIXES", "VOLUME_SUFFIXES"]
@@ -58,12 +58,13 @@ def _is_dicom_file(path: Path) -> bool:
         return False
 
 
-def _header_attributes(dataset: pydicom.Dataset) -> dict[str, Any]:
+def _header_attributes(dataset: pydicom.Dataset, keep_patient_attributes: bool) -> dict[str, Any]:
     """Return the header's standard attributes by keyword, normalised, without sequences and pixel data."""
     attributes: dict[str, Any] = {}
+    skipped = _SKIPPED_KEYWORDS if keep_patient_attributes else _SKIPPED_KEYWORDS | set(PATIENT_ATTRIBUTES)
     for element in dataset:
         keyword = keyword_for_tag(element.tag)
-        if not keyword or keyword in _SKIPPED_KEYWORDS or element.VR == "SQ":
+        if not keyword or keyword in skipped or element.VR == "SQ":
             continue
         try:
             value = normalize_value(element.value)
@@ -97,6 +98,9 @@ class SimpleITKReader(ImageReader):
         mosaic: ``"split"`` turns a SIEMENS mosaic into a volume of its slices; ``"reject"`` raises instead.
         affine_lps_to_ras: convert the affine from DICOM's LPS to RAS, as MONAI's ``ITKReader`` does by default.
         dicom_metadata: copy the DICOM header attributes into the metadata by keyword.
+        keep_patient_attributes: also copy the attributes that identify a patient (PatientName, PatientID and the
+            others of :data:`~monai_unlearn.transforms.PATIENT_ATTRIBUTES`); by default they are left out, so that
+            handlers that log or save metadata never see them.
         dtype: dtype of the returned arrays (default: the file's pixel type, unchanged).
 
     Raises:
@@ -109,6 +113,7 @@ class SimpleITKReader(ImageReader):
         mosaic: str = "split",
         affine_lps_to_ras: bool = True,
         dicom_metadata: bool = True,
+        keep_patient_attributes: bool = False,
         dtype: Any = None,
     ) -> None:
         super().__init__()
@@ -118,6 +123,7 @@ class SimpleITKReader(ImageReader):
         self.mosaic = mosaic
         self.affine_lps_to_ras = affine_lps_to_ras
         self.dicom_metadata = dicom_metadata
+        self.keep_patient_attributes = keep_patient_attributes
         self.dtype = dtype
 
     def verify_suffix(self, filename: Sequence[os.PathLike | str] | os.PathLike | str) -> bool:
@@ -185,7 +191,7 @@ class SimpleITKReader(ImageReader):
                 f"SimpleITK (GDCM) could not read the pixel data of the DICOM file {path}: {_sitk_reason(error)}. "
                 f"{_diagnose_pixel_data(path, dataset)}"
             ) from error
-        attributes = _header_attributes(dataset) if self.dicom_metadata else {}
+        attributes = _header_attributes(dataset, self.keep_patient_attributes) if self.dicom_metadata else {}
         count = _mosaic_count(dataset)
         if count is not None:
             return self._split_mosaic(image, count, attributes, path)
@@ -218,7 +224,7 @@ class SimpleITKReader(ImageReader):
             image = reader.Execute()
         except RuntimeError as error:
             raise DicomReadError(f"SimpleITK could not read series {uid} in {folder}: {_sitk_reason(error)}") from error
-        attributes = _header_attributes(dataset) if self.dicom_metadata else {}
+        attributes = _header_attributes(dataset, self.keep_patient_attributes) if self.dicom_metadata else {}
         attributes["number_of_files"] = len(files)
         return self._to_array(image, attributes, folder)
 

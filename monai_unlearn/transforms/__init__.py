@@ -47,6 +47,7 @@ __all__ = [
 from .dicom import (  # noqa: E402
     DEVICE_ATTRIBUTES,
     DicomReadError,
+    PATIENT_ATTRIBUTES,
     MissingDicomAttributeError,
     ReadDicomHeaderD,
     ReadDicomHeaderd,
@@ -60,6 +61,7 @@ __all__ += [
     "DEVICE_ATTRIBUTES",
     "DicomReadError",
     "MissingDicomAttributeError",
+    "PATIENT_ATTRIBUTES",
     "ReadDicomHeaderD",
     "ReadDicomHeaderDict",
     "ReadDicomHeaderd",

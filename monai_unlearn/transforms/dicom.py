@@ -17,6 +17,9 @@ Normalisation of the values (:func:`normalize_value`):
 - a value that is empty after stripping counts as missing when ``empty_as_missing`` is True (DICOM type 2 attributes
   are often present with an empty value, which means "unknown").
 
+Patient attributes (:data:`PATIENT_ATTRIBUTES`, such as PatientID) are written as ``HMAC-SHA256(salt, value)``, the
+hash the audit manifest uses for case IDs, so they can serve as case IDs without reaching logs or reports in clear.
+
 Broken files get errors that name the file (:class:`DicomReadError`): a file that does not exist, a file that is not
 DICOM, a file whose header is truncated. A file without the 128-byte preamble and ``DICM`` prefix (older ACR-NEMA
 style files or files written without a file meta header) is read again with ``force=True``, and the result is kept
@@ -45,6 +48,7 @@ from pydicom.valuerep import PersonName
 __all__ = [
     "DEVICE_ATTRIBUTES",
     "MISSING_POLICIES",
+    "PATIENT_ATTRIBUTES",
     "DicomReadError",
     "MissingDicomAttributeError",
     "ReadDicomHeaderd",
@@ -68,6 +72,19 @@ DEVICE_ATTRIBUTES = (
     "Modality",
 )
 MISSING_POLICIES = ("error", "default", "skip")
+#: Attributes that identify a patient. ReadDicomHeaderd writes their salted hashes, never their values, and
+#: SimpleITKReader leaves them out of the image metadata unless asked to keep them.
+PATIENT_ATTRIBUTES = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthDate",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "IssuerOfPatientID",
+    "AccessionNumber",
+)
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 # Elements of which at least one proves that a forced read found a DICOM data set and not arbitrary bytes.
 _REQUIRED_FOR_FORCED_READ = ("SOPClassUID", "Modality")
@@ -243,11 +260,13 @@ class ReadDicomHeaderd(MapTransform):
         separator: separator of ``multi_value="join"``.
         force: how files without a DICOM preamble are read (see :func:`read_dicom_header`).
         name_format: output key, formatted with ``keyword`` and ``key``.
+        salt: secret salt of the hashes of patient attributes (text or bytes, at least 16 bytes).
+        salt_file: file holding that salt (see :func:`monai_unlearn.audit.read_salt`); used when ``salt`` is None.
         allow_missing_keys: do not raise when a key (the path) is absent from the dictionary.
 
     Raises:
-        ValueError: at construction, for an unknown keyword, policy, case or joining mode, or a ``name_format``
-            without ``{key}`` for several keys.
+        ValueError: at construction, for an unknown keyword, policy, case or joining mode, a ``name_format``
+            without ``{key}`` for several keys, or a patient attribute requested without a salt.
         DicomReadError: at call time, for a file that is missing, not DICOM or truncated.
         MissingDicomAttributeError: at call time, for a missing attribute under ``missing="error"``.
     """
@@ -264,6 +283,8 @@ class ReadDicomHeaderd(MapTransform):
         separator: str = "\\",
         force: bool | str = "auto",
         name_format: str = "{keyword}",
+        salt: str | bytes | None = None,
+        salt_file: str | os.PathLike | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -287,6 +308,17 @@ class ReadDicomHeaderd(MapTransform):
         self.force = force
         self.name_format = name_format
         self.missing_counts: dict[str, int] = {}
+        self._salt: bytes | None = None
+        patient_attributes = sorted(set(self.attributes) & set(PATIENT_ATTRIBUTES))
+        if patient_attributes:
+            if salt is None and salt_file is None:
+                raise ValueError(
+                    f"{patient_attributes} identify a patient and are written only as salted hashes: pass salt=... "
+                    "or salt_file=... (the bundle's secrets/audit_salt.txt) to ReadDicomHeaderd."
+                )
+            from monai_unlearn.audit import read_salt  # imported here: monai_unlearn.audit imports this package
+
+            self._salt = read_salt(salt, salt_file)
 
     def read_attributes(self, path: str | os.PathLike) -> dict[str, Any]:
         """Return the normalised attributes of one file by keyword, applying the missing policy.
@@ -322,6 +354,10 @@ class ReadDicomHeaderd(MapTransform):
                         path,
                     )
                 continue
+            if keyword in PATIENT_ATTRIBUTES:
+                from monai_unlearn.audit import salted_hash
+
+                value = salted_hash(value, self._salt)
             values[keyword] = value
         return values
 

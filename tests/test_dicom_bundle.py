@@ -1,8 +1,8 @@
 """The scanner classifier bundle through the real MONAI bundle CLI: train, retrain oracle, forget SIEMENS.
 
-The bundle is copied to a temporary folder, its datalist points at the real NIH DICOM files (small setting), a model
-is trained with train.json, the retrain oracle with ``python -m monai_unlearn.oracle``, and the revision runs with
-``forget_siemens.json`` merged onto train.json and unlearn.json. Budget: about 70 s, most of it in the four subprocesses.
+The bundle is copied to a temporary folder and its datalist points at the real NIH DICOM files (small setting). A model
+is trained with train.json and the retrain oracle with ``python -m monai_unlearn.oracle``. The revision then runs
+with ``forget_siemens.json`` merged onto train.json and unlearn.json. Budget: about 70 s, most of it in the four subprocesses.
 """
 
 from __future__ import annotations

@@ -80,7 +80,8 @@ def test_ge_file_loads_with_metadata():
 def test_patient_attributes_left_out_of_metadata():
     path = sorted(nih_folder("20180918GE").rglob("*.dcm"))[0]
     meta = load(path).meta
-    assert "PatientName" not in meta and "PatientID" not in meta, "patient attributes must be left out by default"
+    assert "PatientName" not in meta, "the patient name must be left out of the metadata by default"
+    assert "PatientID" not in meta, "the patient ID must be left out of the metadata by default"
     kept = load(path, keep_patient_attributes=True).meta
     assert kept["PatientID"] == "DEV", "keep_patient_attributes=True should keep them"
 

@@ -93,7 +93,7 @@ class SimpleITKReader(ImageReader):
     """Load DICOM files, DICOM series folders and NIfTI (and other SimpleITK formats) for ``LoadImage``.
 
     Args:
-        series_uid: the SeriesInstanceUID to load from a folder that holds several series. Without it such a folder
+        series_uid: the SeriesInstanceUID to load from a folder that contains several series. Without it such a folder
             raises an error that lists the UIDs found.
         mosaic: ``"split"`` turns a SIEMENS mosaic into a volume of its slices; ``"reject"`` raises instead.
         affine_lps_to_ras: convert the affine from DICOM's LPS to RAS, as MONAI's ``ITKReader`` does by default.

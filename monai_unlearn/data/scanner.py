@@ -2,8 +2,8 @@
 # Licensed under the Apache License, Version 2.0 (the "License").
 """The datalist of the scanner classifier bundle: slices of real GE and SIEMENS MR DICOM files, by slab position.
 
-The NIH dcm_qa_nih EPI series (neurolabusc/dcm_qa_nih; see the data README) come from two vendors: a GE DISCOVERY
-MR750 series of 10 time points x 15 slices (one slice per file) and 8 SIEMENS Skyra mosaics of 5 slices each. These
+The NIH dcm_qa_nih EPI series (neurolabusc/dcm_qa_nih, described in the data README) come from two vendors. There is
+a GE DISCOVERY MR750 series of 10 time points x 15 slices (one slice per file) and 8 SIEMENS Skyra mosaics of 5 slices each. These
 acquisitions have no clinical label, so the task is one the images do contain: whether an axial slice lies in the
 inferior (0) or superior (1) half of its slab. The middle slice of an odd slab is left out. Both vendors have both
 classes, so forgetting a vendor is not forgetting a class.
@@ -36,8 +36,9 @@ logger = logging.getLogger(__name__)
 CLASS_NAMES = ("inferior", "superior")
 DICOM_FOLDER = "dicom_nih_ge_siemens"
 _MOSAIC_TAG = (0x0019, 0x100A)
-# Time points by split. Each split takes time points from both halves of the run, because the subject moved between
-# them: the slices of time points 2-4 and 6-8 match those of 0, 1, 5 and 9 only to within one or two slices.
+# Time points by split. Each split takes time points from both halves of the run, because the images of time points
+# 2-4 and 6-8 match the same slice positions of time points 0, 1, 5 and 9 only to within one or two slices (compared
+# by nearest neighbour), as after head motion.
 _GE_SPLITS = {"training": (0, 1, 2, 5, 6, 7), "validation": (3, 8), "test": (4, 9)}
 
 
@@ -88,7 +89,7 @@ def _siemens_entries(folder: Path) -> dict[str, list[dict[str, Any]]]:
             count = int(dataset[_MOSAIC_TAG].value)
             split = "training" if file_index == 0 else "test"
             # NOTE: the tile order of a mosaic is taken as the inferior-to-superior order, as in ascending
-            # acquisitions; the SIEMENS CSA header that states the order is not parsed.
+            # acquisitions. The SIEMENS CSA header that states the order is not parsed.
             for tile in range(count):
                 label = _half_label(tile, count)
                 if label is None:

@@ -22,8 +22,8 @@ hash the audit manifest uses for case IDs, so they can serve as case IDs without
 
 Broken files get errors that name the file (:class:`DicomReadError`): a file that does not exist, a file that is not
 DICOM, a file whose header is truncated. A file without the 128-byte preamble and ``DICM`` prefix (older ACR-NEMA
-style files or files written without a file meta header) is read again with ``force=True``, and the result is kept
-only when it contains a SOP Class UID or a Modality, which every DICOM image object has.
+style files, or files written without a file meta header) is read again with ``force=True``. The result is kept only
+when it contains a SOP Class UID or a Modality, which every DICOM image object has.
 """
 
 from __future__ import annotations

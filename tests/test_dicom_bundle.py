@@ -2,7 +2,8 @@
 
 The bundle is copied to a temporary folder and its datalist points at the real NIH DICOM files (small setting). A model
 is trained with train.json and the retrain oracle with ``python -m monai_unlearn.oracle``. The revision then runs
-with ``forget_siemens.json`` merged onto train.json and unlearn.json. Budget: about 70 s, most of it in the four subprocesses.
+with ``forget_siemens.json`` merged onto train.json and unlearn.json.
+Budget: about 70 s, most of it in the four subprocesses.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def test_report_compares_siemens_metrics_with_oracle(revised_bundle: dict):
         assert set(metrics[key]) >= {"original", "revised", "oracle"}, f"{key} should have the oracle's value too"
     test_split = report["splits"]["test"]
     assert test_split["after"]["forget_samples"] == 16, "the test split holds 16 SIEMENS slices"
-    assert "forget_mean_loss" in test_split["oracle"], "the per-sample loss on SIEMENS should be compared with the oracle"
+    assert "forget_mean_loss" in test_split["oracle"], "the SIEMENS loss should be compared with the oracle's"
     assert "mean" in report["gap"]["revised"], "the report should give the mean gap to the oracle"
 
 

@@ -64,10 +64,12 @@ def nih_files(vendor_folder: str) -> list[Path]:
 def test_nih_manufacturers_match_vendor_folders():
     reader = ReadDicomHeaderd(keys="image", attributes=["Manufacturer", "ManufacturerModelName"])
     counts = collections.Counter()
-    for folder, expected, model in (("20180918GE", "GE MEDICAL SYSTEMS", "DISCOVERY MR750"), ("20180918Si", "SIEMENS", "Skyra")):
+    vendors = (("20180918GE", "GE MEDICAL SYSTEMS", "DISCOVERY MR750"), ("20180918Si", "SIEMENS", "Skyra"))
+    for folder, expected, model in vendors:
         for path in nih_files(folder):
             values = reader({"image": str(path)})
-            assert values["Manufacturer"] == expected, f"{path} should be from {expected}, got {values['Manufacturer']!r}"
+            manufacturer = values["Manufacturer"]
+            assert manufacturer == expected, f"{path} should be from {expected}, got {manufacturer!r}"
             assert values["ManufacturerModelName"] == model, f"{path}: model {values['ManufacturerModelName']!r}"
             counts[values["Manufacturer"]] += 1
     assert counts == {"GE MEDICAL SYSTEMS": 150, "SIEMENS": 8}, f"vendor counts differ from the data README: {counts}"

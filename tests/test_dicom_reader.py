@@ -1,4 +1,4 @@
-"""SimpleITKReader through MONAI's LoadImage on real files: DICOM files, mosaics, series folders, NIfTI, compressed DICOM.
+"""SimpleITKReader through MONAI's LoadImage on real files: DICOM files, mosaics, series, NIfTI, compressed DICOM.
 
 The pixel values are compared with an independent decoder: pydicom with the pylibjpeg plugins. Budget: under 15 s.
 """

@@ -163,7 +163,9 @@ class SimpleITKReader(ImageReader):
             return arrays[0], meta
         shapes = {array.shape for array in arrays}
         if len(shapes) > 1:
-            raise ValueError(f"Images to stack as channels have different shapes {sorted(shapes)}; resample them first.")
+            raise ValueError(
+                f"Images to stack as channels have different shapes {sorted(shapes)}; resample them first."
+            )
         meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
         return np.stack(arrays, axis=0), meta
 

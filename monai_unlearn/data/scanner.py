@@ -3,8 +3,8 @@
 """The datalist of the scanner classifier bundle: slices of real GE and SIEMENS MR DICOM files, by slab position.
 
 The NIH dcm_qa_nih EPI series (neurolabusc/dcm_qa_nih, described in the data README) come from two vendors. There is
-a GE DISCOVERY MR750 series of 10 time points x 15 slices (one slice per file) and 8 SIEMENS Skyra mosaics of 5 slices each. These
-acquisitions have no clinical label, so the task is one the images do contain: whether an axial slice lies in the
+a GE DISCOVERY MR750 series of 10 time points x 15 slices (one slice per file) and there are 8 SIEMENS Skyra mosaics
+of 5 slices each. These acquisitions have no clinical label, so the task is one the images do contain: whether an axial slice lies in the
 inferior (0) or superior (1) half of its slab. The middle slice of an odd slab is left out. Both vendors have both
 classes, so forgetting a vendor is not forgetting a class.
 
@@ -13,8 +13,8 @@ within a mosaic, 0 for a single-slice file), ``label``, ``case_id`` and ``series
 rules read (``Manufacturer`` and the others) are deliberately absent: the bundle reads them from the headers with
 ``ReadDicomHeaderd`` when it loads the datalist.
 
-Splits: GE time points 0, 1, 2, 5, 6 and 7 train, 3 and 8 validation, 4 and 9 test; of the two SIEMENS mosaics per phase-encoding
-direction the first is train and the second test (the validation split has no SIEMENS image, so model selection
+Splits: GE time points 0, 1, 2, 5, 6 and 7 train, 3 and 8 validation, 4 and 9 test. Of the two SIEMENS mosaics
+per phase-encoding direction the first is train and the second test (the validation split has no SIEMENS image, so model selection
 never looks at the vendor that may be forgotten).
 """
 
@@ -122,7 +122,9 @@ def build_scanner_datalist(
     """
     folder = resolve_data_dir(data_dir) / DICOM_FOLDER
     if not folder.is_dir():
-        raise FileNotFoundError(f"The DICOM folder {folder} does not exist; set MONAI_UNLEARN_DATA to the data directory.")
+        raise FileNotFoundError(
+            f"The DICOM folder {folder} does not exist; set MONAI_UNLEARN_DATA to the data directory."
+        )
     ge = _ge_entries(folder / "20180918GE", max_ge_time_points)
     siemens = _siemens_entries(folder / "20180918Si")
     datalist = {split: ge[split] + siemens[split] for split in ("training", "validation", "test")}

@@ -51,7 +51,8 @@ class SelectSliced(MapTransform):
                     raise IndexError(f"Slice {index} requested from the 2-D image at {key!r}; only slice 0 exists.")
                 continue
             if image.ndim != 4:
-                raise IndexError(f"SelectSliced expects (C, H, W, D) or (C, H, W) at {key!r}, got {tuple(image.shape)}.")
+                shape = tuple(image.shape)
+                raise IndexError(f"SelectSliced expects (C, H, W, D) or (C, H, W) at {key!r}, got {shape}.")
             depth = image.shape[-1]
             if not -depth <= index < depth:
                 raise IndexError(f"Slice {index} is outside the {depth} slices of the image at {key!r}.")

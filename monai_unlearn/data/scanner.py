@@ -4,8 +4,8 @@
 
 The NIH dcm_qa_nih EPI series (neurolabusc/dcm_qa_nih, described in the data README) come from two vendors. There is
 a GE DISCOVERY MR750 series of 10 time points x 15 slices (one slice per file) and there are 8 SIEMENS Skyra mosaics
-of 5 slices each. These acquisitions have no clinical label, so the task is one the images do contain: whether an axial slice lies in the
-inferior (0) or superior (1) half of its slab. The middle slice of an odd slab is left out. Both vendors have both
+of 5 slices each. These acquisitions have no clinical label, so the task is one the images do contain: whether an
+axial slice lies in the inferior (0) or superior (1) half of its slab. The middle slice of an odd slab is left out. Both vendors have both
 classes, so forgetting a vendor is not forgetting a class.
 
 Entries point at the DICOM files where they are (nothing is copied) and carry ``image``, ``slice_index`` (the slice
@@ -14,8 +14,8 @@ rules read (``Manufacturer`` and the others) are deliberately absent: the bundle
 ``ReadDicomHeaderd`` when it loads the datalist.
 
 Splits: GE time points 0, 1, 2, 5, 6 and 7 train, 3 and 8 validation, 4 and 9 test. Of the two SIEMENS mosaics
-per phase-encoding direction the first is train and the second test (the validation split has no SIEMENS image, so model selection
-never looks at the vendor that may be forgotten).
+per phase-encoding direction the first is train and the second test. The validation split has no SIEMENS image, so
+model selection never looks at the vendor that may be forgotten.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@
 The NIH dcm_qa_nih EPI series (neurolabusc/dcm_qa_nih, described in the data README) come from two vendors. There is
 a GE DISCOVERY MR750 series of 10 time points x 15 slices (one slice per file) and there are 8 SIEMENS Skyra mosaics
 of 5 slices each. These acquisitions have no clinical label, so the task is one the images do contain: whether an
-axial slice lies in the inferior (0) or superior (1) half of its slab. The middle slice of an odd slab is left out. Both vendors have both
-classes, so forgetting a vendor is not forgetting a class.
+axial slice lies in the inferior (0) or superior (1) half of its slab. The middle slice of an odd slab is left out.
+Both vendors have both classes, so forgetting a vendor is not forgetting a class.
 
 Entries point at the DICOM files where they are (nothing is copied) and carry ``image``, ``slice_index`` (the slice
 within a mosaic, 0 for a single-slice file), ``label``, ``case_id`` and ``series``. The DICOM attributes that forget

@@ -102,12 +102,22 @@ def test_siemens_mosaic_rejected_on_request():
         SimpleITKReader(mosaic="reject").read(str(path))
 
 
-def test_series_folder_loads_as_volume():
-    folder = nih_folder("20180918GE") / "mr_0004"
-    volume = load(folder)
-    assert tuple(volume.shape) == (64, 64, 150), f"got {tuple(volume.shape)}"
+def test_series_folder_loads_as_volume(tmp_path: Path):
+    first_time_point = sorted(nih_folder("20180918GE").rglob("*.dcm"))[:15]  # files 1-15: the 15 slice positions
+    for path in first_time_point:
+        shutil.copy(path, tmp_path / path.name)
+    volume = load(tmp_path)
+    assert tuple(volume.shape) == (64, 64, 15), f"got {tuple(volume.shape)}"
     assert volume.meta["Manufacturer"] == "GE MEDICAL SYSTEMS"
-    assert volume.meta["number_of_files"] == 150
+    assert volume.meta["number_of_files"] == 15
+    slice_spacing = float(np.linalg.norm(np.asarray(volume.affine)[:3, 2]))
+    assert abs(slice_spacing - 5.0) < 0.01, f"the slices are 5 mm apart, the affine gives {slice_spacing:.3f} mm"
+
+
+def test_time_series_folder_rejected():
+    folder = nih_folder("20180918GE") / "mr_0004"
+    with pytest.raises(ValueError, match=r"has 150 files at only 15 slice positions"):
+        SimpleITKReader().read(str(folder))
 
 
 def test_mixed_series_folder_names_uids(tmp_path: Path):

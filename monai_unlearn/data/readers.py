@@ -143,8 +143,8 @@ class SimpleITKReader(ImageReader):
         Raises:
             FileNotFoundError: for a path that does not exist.
             DicomReadError: for a DICOM file that cannot be read, with the file in the message.
-            ValueError: for a folder without a DICOM series, or with several and no ``series_uid``, and for a mosaic
-                under ``mosaic="reject"``.
+            ValueError: for a folder without a DICOM series, or with several and no ``series_uid``, for a series with
+                several files at one slice position (a time series), and for a mosaic under ``mosaic="reject"``.
         """
         names = [data] if isinstance(data, (str, os.PathLike)) else list(data)
         images = [self._read_one(Path(name)) for name in names]
@@ -215,6 +215,7 @@ class SimpleITKReader(ImageReader):
             raise ValueError(f"Series {uid} is not in {folder}; the folder contains {', '.join(sorted(uids))}.")
         files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
         dataset = read_dicom_header(files[0])
+        _check_one_file_per_position(files, uid, folder)
         if _mosaic_count(dataset) is not None:
             raise ValueError(
                 f"Series {uid} in {folder} consists of SIEMENS mosaics, which hold a whole volume per file. "
@@ -289,6 +290,25 @@ class SimpleITKReader(ImageReader):
 
     def _cast(self, array: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(array if self.dtype is None else array.astype(self.dtype))
+
+
+def _check_one_file_per_position(files: Sequence[str], uid: str, folder: Path) -> None:
+    """Raise when several files of a series share a slice position, as in a time series (fMRI, perfusion).
+
+    SimpleITK would stack such files into one volume with a wrong geometry, without an error.
+    """
+    positions = set()
+    for name in files:
+        position = read_dicom_header(name).get("ImagePositionPatient")
+        if position is None:
+            return  # without positions the geometry cannot be checked; SimpleITK orders the files by its own rules
+        positions.add(tuple(round(float(value), 3) for value in position))
+    if len(positions) < len(files):
+        raise ValueError(
+            f"Series {uid} in {folder} has {len(files)} files at only {len(positions)} slice positions, so it is a "
+            "time series or holds repeated acquisitions. Load the files of one time point as a list or in a folder "
+            "of their own, or convert the series to 4-D NIfTI with a DICOM converter such as dcm2niix."
+        )
 
 
 def _sitk_reason(error: RuntimeError) -> str:

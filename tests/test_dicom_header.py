@@ -216,3 +216,26 @@ def test_several_keys_need_key_in_name_format(tmp_path: Path):
     values = reader({"image": str(PYDICOM_TEST_FILES / "CT_small.dcm"), "reference": str(second)})
     assert values["image_Manufacturer"] == "GE MEDICAL SYSTEMS"
     assert values["reference_Manufacturer"] == "TOSHIBA_MEC"
+
+
+@pytest.mark.parametrize(
+    "rule,expected_siemens,expected_ge",
+    [
+        ("Manufacturer == 'siemens'", 8, 0),
+        ("StationName in {'AWP45160', 'other_station'}", 8, 0),
+        ("matches(ManufacturerModelName, '^skyra$')", 8, 0),
+        ("Manufacturer == 'SIEMENS' and InstitutionName == 'NIH'", 8, 0),
+        ("not Manufacturer == 'SIEMENS' or StationName == 'AWP45160'", 8, 150),
+    ],
+)
+def test_device_rules_on_real_headers(rule: str, expected_siemens: int, expected_ge: int):
+    attributes = ["Manufacturer", "ManufacturerModelName", "StationName", "InstitutionName"]
+    reader = ReadDicomHeaderd(keys="image", attributes=attributes)
+    tag = TagForgetd(rule)
+    flagged = collections.Counter()
+    for path in nih_files("20180918GE") + nih_files("20180918Si"):
+        entry = tag(reader({"image": str(path)}))
+        flagged[entry["Manufacturer"]] += entry["forget"]
+    assert flagged["SIEMENS"] == expected_siemens, f"rule {rule!r} flagged {flagged['SIEMENS']} SIEMENS files"
+    ge_count = flagged["GE MEDICAL SYSTEMS"]
+    assert ge_count == expected_ge, f"rule {rule!r} flagged {ge_count} GE files"

@@ -172,3 +172,19 @@ def test_missing_file_named(tmp_path: Path):
 def test_unknown_mosaic_mode_rejected():
     with pytest.raises(ValueError, match="mosaic must be one of"):
         SimpleITKReader(mosaic="keep")
+
+
+def test_metadata_off_keeps_2d_layout():
+    path = sorted(nih_folder("20180918GE").rglob("*.dcm"))[0]
+    image = load(path, dicom_metadata=False)
+    assert tuple(image.shape) == (64, 64), f"a single-frame file should stay 2-D, got {tuple(image.shape)}"
+    assert "Manufacturer" not in image.meta, "dicom_metadata=False should leave the header out"
+
+
+def test_mosaic_slice_spacing_from_header():
+    path = sorted(nih_folder("20180918Si").rglob("*.dcm"))[0]
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    expected = float(header.get("SpacingBetweenSlices") or header.SliceThickness)
+    volume = load(path, dicom_metadata=False)
+    slice_spacing = float(np.linalg.norm(np.asarray(volume.affine)[:3, 2]))
+    assert abs(slice_spacing - expected) < 1e-3, f"slice spacing {slice_spacing} mm, header says {expected} mm"

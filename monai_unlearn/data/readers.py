@@ -182,7 +182,7 @@ class SimpleITKReader(ImageReader):
             image = sitk.ReadImage(str(path))
         except RuntimeError as error:
             raise ValueError(f"SimpleITK could not read {path}: {_sitk_reason(error)}") from error
-        return self._to_array(image, {}, path)
+        return self._to_array(image, {}, single_frame_dicom=False)
 
     def _read_dicom_file(self, path: Path) -> tuple[np.ndarray, dict]:
         dataset = read_dicom_header(path)
@@ -196,8 +196,8 @@ class SimpleITKReader(ImageReader):
         attributes = _header_attributes(dataset, self.keep_patient_attributes) if self.dicom_metadata else {}
         count = _mosaic_count(dataset)
         if count is not None:
-            return self._split_mosaic(image, count, attributes, path)
-        return self._to_array(image, attributes, path)
+            return self._split_mosaic(image, count, attributes, path, dataset)
+        return self._to_array(image, attributes, single_frame_dicom=True)
 
     def _read_series(self, folder: Path) -> tuple[np.ndarray, dict]:
         uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
@@ -229,9 +229,11 @@ class SimpleITKReader(ImageReader):
             raise DicomReadError(f"SimpleITK could not read series {uid} in {folder}: {_sitk_reason(error)}") from error
         attributes = _header_attributes(dataset, self.keep_patient_attributes) if self.dicom_metadata else {}
         attributes["number_of_files"] = len(files)
-        return self._to_array(image, attributes, folder)
+        return self._to_array(image, attributes, single_frame_dicom=False)
 
-    def _split_mosaic(self, image: sitk.Image, count: int, attributes: dict, path: Path) -> tuple[np.ndarray, dict]:
+    def _split_mosaic(
+        self, image: sitk.Image, count: int, attributes: dict, path: Path, dataset: pydicom.Dataset
+    ) -> tuple[np.ndarray, dict]:
         if self.mosaic == "reject":
             raise ValueError(
                 f"{path} is a SIEMENS mosaic. Pass SimpleITKReader(mosaic='split') to load it as a volume of its "
@@ -245,8 +247,8 @@ class SimpleITKReader(ImageReader):
         pixels = sitk.GetArrayFromImage(image)  # (1, rows, columns)
         slices = split_mosaic(pixels.reshape(pixels.shape[-2:]), count)
         volume = np.stack(slices, axis=-1).transpose(1, 0, 2)  # (columns, rows, slices) = (x, y, z)
-        spacing = list(image.GetSpacing()[:2]) + [float(attributes.get("SpacingBetweenSlices") or
-                                                        attributes.get("SliceThickness") or 1.0)]
+        slice_spacing = dataset.get("SpacingBetweenSlices") or dataset.get("SliceThickness") or 1.0
+        spacing = list(image.GetSpacing()[:2]) + [float(slice_spacing)]
         # NOTE: the origin is the mosaic's ImagePositionPatient, not the first slice's position, and the slice
         # normal is taken from the in-plane directions; resample with care when the geometry matters.
         direction = np.array(image.GetDirection(), dtype=np.float64).reshape(3, 3)
@@ -254,7 +256,7 @@ class SimpleITKReader(ImageReader):
         meta["mosaic_slices"] = count
         return self._cast(volume), meta
 
-    def _to_array(self, image: sitk.Image, attributes: dict, path: Path) -> tuple[np.ndarray, dict]:
+    def _to_array(self, image: sitk.Image, attributes: dict, single_frame_dicom: bool) -> tuple[np.ndarray, dict]:
         array = sitk.GetArrayFromImage(image)
         channels = image.GetNumberOfComponentsPerPixel()
         spatial_dims = image.GetDimension()
@@ -264,7 +266,7 @@ class SimpleITKReader(ImageReader):
         spacing = list(image.GetSpacing())
         origin = np.array(image.GetOrigin(), dtype=np.float64)
         direction = np.array(image.GetDirection(), dtype=np.float64).reshape(spatial_dims, spatial_dims)
-        if spatial_dims == 3 and array.shape[2] == 1 and attributes:
+        if single_frame_dicom and spatial_dims == 3 and array.shape[2] == 1:
             array = array[:, :, 0]  # a single-frame DICOM file is a 2-D image
         meta = self._metadata(array.shape[: (array.ndim - (channels > 1))], spacing, direction, origin, attributes)
         meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = -1 if channels > 1 else "no_channel"

@@ -25,3 +25,10 @@ __all__ = [
 from .pneumonia import PNEUMONIA_CLASS_NAMES, PNEUMONIA_FILE, build_pneumonia_dataset  # noqa: E402
 
 __all__ += ["PNEUMONIA_CLASS_NAMES", "PNEUMONIA_FILE", "build_pneumonia_dataset"]
+from .readers import SimpleITKReader  # noqa: E402
+
+__all__ += ["SimpleITKReader"]
+
+from .scanner import build_scanner_datalist  # noqa: E402
+
+__all__ += ["build_scanner_datalist"]

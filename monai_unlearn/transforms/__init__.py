@@ -50,3 +50,31 @@ __all__ = [
     "PercentileCompare",
     "label_region",
 ]
+
+from .dicom import (  # noqa: E402
+    DEVICE_ATTRIBUTES,
+    DicomReadError,
+    PATIENT_ATTRIBUTES,
+    MissingDicomAttributeError,
+    ReadDicomHeaderD,
+    ReadDicomHeaderd,
+    ReadDicomHeaderDict,
+    normalize_value,
+    read_dicom_header,
+)
+from .slices import SelectSliceD, SelectSliced, SelectSliceDict  # noqa: E402
+
+__all__ += [
+    "DEVICE_ATTRIBUTES",
+    "DicomReadError",
+    "MissingDicomAttributeError",
+    "PATIENT_ATTRIBUTES",
+    "ReadDicomHeaderD",
+    "ReadDicomHeaderDict",
+    "ReadDicomHeaderd",
+    "SelectSliceD",
+    "SelectSliceDict",
+    "SelectSliced",
+    "normalize_value",
+    "read_dicom_header",
+]

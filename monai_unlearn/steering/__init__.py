@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from .composition import FINETUNE_MODES, HeadSplit, compose, default_example_input, find_head
 from .interpolation import DEFAULT_ALPHAS, AlphaChoice, choose_alpha, interpolate, interpolated_network
+from .pareto import forget_objective, pareto_front
+from .sweep import KNOB_KEYS, SweepResult, expand_grid, plot_sweep, run_sweep
 from .weights import WeightSource, check_same_layout, load_state
 
 __all__ = [
@@ -23,13 +25,20 @@ __all__ = [
     "DEFAULT_ALPHAS",
     "FINETUNE_MODES",
     "HeadSplit",
+    "KNOB_KEYS",
+    "SweepResult",
     "WeightSource",
     "check_same_layout",
     "choose_alpha",
     "compose",
     "default_example_input",
+    "expand_grid",
     "find_head",
+    "forget_objective",
     "interpolate",
     "interpolated_network",
     "load_state",
+    "pareto_front",
+    "plot_sweep",
+    "run_sweep",
 ]

@@ -48,7 +48,9 @@ __all__ = [
     "KNOB_KEYS",
     "DEFAULT_CONFIG_FILES",
     "SweepResult",
+    "evaluation_suite_from_config",
     "expand_grid",
+    "load_bundle_parser",
     "run_sweep",
     "plot_sweep",
     "main",
@@ -104,6 +106,8 @@ class SweepResult:
         metric: the metric name (``accuracy`` or ``dice``).
         files: the written files by kind (``csv``, ``markdown``, ``json``, ``png``).
         weights: the revised weights' path of each sweep point, by point index.
+        checkpoint: the original's weights the points revised.
+        oracle: the oracle's weights, or None.
     """
 
     rows: list[dict[str, Any]]
@@ -111,6 +115,8 @@ class SweepResult:
     metric: str
     files: dict[str, Path] = field(default_factory=dict)
     weights: dict[int, Path] = field(default_factory=dict)
+    checkpoint: Path | None = None
+    oracle: Path | None = None
 
     def points(self) -> list[dict[str, Any]]:
         """Return the rows of the sweep points only."""
@@ -148,7 +154,8 @@ def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, combination)) for combination in itertools.product(*(grid[name] for name in names))]
 
 
-def _parser(bundle_root: Path, config_files: Sequence[str], overrides: Mapping[str, Any]) -> Any:
+def load_bundle_parser(bundle_root: Path, config_files: Sequence[str], overrides: Mapping[str, Any]) -> Any:
+    """Return a ``ConfigParser`` of the merged config files with ``bundle_root`` set to the bundle's absolute path."""
     from monai.bundle import ConfigParser
 
     content = merge_bundle_config(list(config_files), base_dir=bundle_root)
@@ -161,8 +168,10 @@ def _get(parser: Any, key: str, default: Any = None) -> Any:
     return parser.get_parsed_content(key) if key in parser else default
 
 
-def _evaluation_suite(parser: Any, attacks: Sequence[str], attack_seed: int) -> EvaluationSuite:
-    """Build the suite from the overlay's evaluation loaders and the metrics handler's task settings."""
+def evaluation_suite_from_config(
+    parser: Any, attacks: Sequence[str] = ("loss_threshold", "confidence_svc"), attack_seed: int = 0
+) -> EvaluationSuite:
+    """Return the suite from the overlay's evaluation loaders and the metrics handler's task settings."""
     loaders = {}
     for split, key in (("train", "unlearn#train_evaluation_loader"), ("test", "unlearn#test_loader")):
         if key not in parser:
@@ -211,7 +220,7 @@ def _run_point(
     """Revise the checkpoint with one point's settings; return the revised network and the wall time of the run."""
     point_overrides = {knob_key(knob): value for knob, value in knobs.items()}
     point_overrides["unlearn#handlers"] = [_checkpoint_loader(checkpoint)]
-    parser = _parser(bundle_root, config_files, {**overrides, **point_overrides})
+    parser = load_bundle_parser(bundle_root, config_files, {**overrides, **point_overrides})
     if "initialize" in parser:
         parser.get_parsed_content("initialize")
     trainer = parser.get_parsed_content("train#trainer")
@@ -289,7 +298,7 @@ def run_sweep(
     if not points:
         raise ValueError("The sweep grid is empty; give at least one knob with values.")
     overrides = dict(overrides or {})
-    base = _parser(root, config_files, overrides)
+    base = load_bundle_parser(root, config_files, overrides)
     if checkpoint is None:
         checkpoint = _get(base, "unlearn#checkpoint")
         if checkpoint is None:
@@ -302,7 +311,7 @@ def run_sweep(
     forget_rule = overrides.get("forget_rule")
     oracle_path = _resolve_oracle(oracle, root, forget_rule, oracle_overrides)
 
-    suite = _evaluation_suite(base, attacks, attack_seed)
+    suite = evaluation_suite_from_config(base, attacks, attack_seed)
     device = _get(base, "device", "cpu")
     network = base.get_parsed_content("network")
     metric = suite.metric
@@ -334,7 +343,9 @@ def run_sweep(
         )
 
     _annotate(rows, metric, suite.gap_metrics)
-    result = SweepResult(rows=rows, knobs=list(grid), metric=metric, weights=weights)
+    result = SweepResult(
+        rows=rows, knobs=list(grid), metric=metric, weights=weights, checkpoint=checkpoint_path, oracle=oracle_path
+    )
     result.files = write_tables(result, output)
     result.files["png"] = plot_sweep(result, output / "sweep.png")
     logger.info("Sweep done: %s", ", ".join(str(path) for path in result.files.values()))
@@ -416,7 +427,13 @@ def write_tables(result: SweepResult, output: Path) -> dict[str, Path]:
     files["markdown"] = atomic_write_text(output / "sweep.md", text)
     serializable = [{key: value for key, value in row.items()} for row in result.rows]
     files["json"] = atomic_write_json(
-        output / "sweep.json", {"knobs": result.knobs, "metric": result.metric, "rows": serializable}
+        output / "sweep.json", {
+            "knobs": result.knobs,
+            "metric": result.metric,
+            "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+            "oracle": str(result.oracle) if result.oracle else None,
+            "rows": serializable,
+        }
     )
     return files
 

@@ -262,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--override", action="append", default=[], metavar="KEY=JSON", help="a config override, as given to the sweep"
     )
+    parser.add_argument("--output-dir", default=None, help="folder of combined.md and combined.json (default: --sweep-dir)")
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     overrides = {}
@@ -282,11 +283,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             forget_tolerance=arguments.forget_tolerance,
             finetune_epochs=arguments.finetune_epochs,
             overrides=overrides,
+            output_dir=arguments.output_dir,
         )
     except (ValueError, KeyError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print((Path(sweep_dir) / "combined.md").read_text(encoding="utf-8"))
+    print((Path(arguments.output_dir or sweep_dir) / "combined.md").read_text(encoding="utf-8"))
     return 0
 
 

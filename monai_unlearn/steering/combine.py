@@ -223,9 +223,9 @@ def _markdown(result: Mapping[str, Any]) -> str:
         values = [metrics.get(column) for column in columns]
         cells = ["" if value is None else f"{value:.3f}" for value in values]
         gap = result["gap"].get(name)
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'' if gap is None else f'{gap:.3f}'} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'' if gap is None else f'{gap:.4f}'} |")
     verdicts = [
-        f"- {name}: mean gap {entry['mean_gap']:.3f} against {entry['better_parent_gap']:.3f} for the better parent, "
+        f"- {name}: mean gap {entry['mean_gap']:.4f} against {entry['better_parent_gap']:.4f} for the better parent, "
         f"{'at least as close to the oracle' if entry['at_least_as_close'] else 'further from the oracle'}."
         for name, entry in result["verdict"].items()
     ]

@@ -112,14 +112,16 @@ def test_mismatched_families_raise():
 
 
 def test_mismatched_widths_raise():
-    narrow = DenseNet(spatial_dims=2, in_channels=1, out_channels=3, init_features=8, growth_rate=8, block_config=(2, 2))
+    narrow = DenseNet(spatial_dims=2, in_channels=1, out_channels=3, init_features=8, growth_rate=8,
+                      block_config=(2, 2))
     wide = DenseNet(spatial_dims=2, in_channels=1, out_channels=3, init_features=8, growth_rate=12, block_config=(2, 2))
     with pytest.raises(ValueError, match="Mismatched architectures: .* differ in shape"):
         compose(narrow, wide)
 
 
 def test_mismatched_depths_raise():
-    shallow = DenseNet(spatial_dims=2, in_channels=1, out_channels=3, init_features=8, growth_rate=8, block_config=(2, 2))
+    shallow = DenseNet(spatial_dims=2, in_channels=1, out_channels=3, init_features=8, growth_rate=8,
+                       block_config=(2, 2))
     deep = DenseNet(spatial_dims=2, in_channels=1, out_channels=3, init_features=8, growth_rate=8, block_config=(2, 3))
     with pytest.raises(ValueError, match="Mismatched architectures: only head_from has"):
         compose(shallow, deep)
@@ -188,7 +190,8 @@ def test_head_finetune_trains_head_only(modality_classifier):
         if not key.startswith("class_layers.out."):
             assert torch.equal(value, trained.state_dict()[key]), f"the head fine-tune changed extractor tensor {key!r}"
     assert not torch.equal(tuned.class_layers.out.weight, scrambled.class_layers.out.weight), "the head did not train"
-    before, after = _retain_accuracy(untuned, modality_classifier.train), _retain_accuracy(tuned, modality_classifier.train)
+    before = _retain_accuracy(untuned, modality_classifier.train)
+    after = _retain_accuracy(tuned, modality_classifier.train)
     assert after > before + 0.1, f"the head fine-tune should raise retain accuracy, got {before:.3f} -> {after:.3f}"
     assert after >= 0.9, f"the head fine-tune reached only {after:.3f} retain accuracy on the training split"
 

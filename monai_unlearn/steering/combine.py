@@ -190,7 +190,11 @@ def combine_runs(
     parent_names = [name for name in models if name.startswith("parent")]
     better_parent = min(gaps[name] for name in parent_names)
     verdict = {
-        name: {"mean_gap": gaps[name], "better_parent_gap": better_parent, "at_least_as_close": gaps[name] <= better_parent}
+        name: {
+            "mean_gap": gaps[name],
+            "better_parent_gap": better_parent,
+            "at_least_as_close": gaps[name] <= better_parent,
+        }
         for name in models
         if name.startswith(("composed", "interpolated"))
     }
@@ -251,18 +255,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--bundle-root", default=".", help="the bundle folder (default: the current directory)")
     parser.add_argument("--sweep-dir", default=None, help="the sweep's output folder (default: <bundle>/eval/sweep)")
-    parser.add_argument("--extractor-point", type=int, default=None, help="sweep point of parent A (default: best retain)")
+    parser.add_argument(
+        "--extractor-point", type=int, default=None, help="sweep point of parent A (default: best retain)"
+    )
     parser.add_argument("--head-point", type=int, default=None, help="sweep point of parent B (default: best forget)")
     parser.add_argument(
         "--forget-level", type=float, default=None, help="forget level of the alpha choice (default: the oracle's "
         "validation value plus --forget-tolerance)"
     )
-    parser.add_argument("--forget-tolerance", type=float, default=0.02, help="added to the oracle's value (default 0.02)")
+    parser.add_argument(
+        "--forget-tolerance", type=float, default=0.02, help="added to the oracle's value (default 0.02)"
+    )
     parser.add_argument("--finetune-epochs", type=int, default=1, help="passes of the head fine-tune (default 1)")
     parser.add_argument(
         "--override", action="append", default=[], metavar="KEY=JSON", help="a config override, as given to the sweep"
     )
-    parser.add_argument("--output-dir", default=None, help="folder of combined.md and combined.json (default: --sweep-dir)")
+    parser.add_argument(
+        "--output-dir", default=None, help="folder of combined.md and combined.json (default: --sweep-dir)"
+    )
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     overrides = {}

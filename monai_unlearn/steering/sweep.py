@@ -40,7 +40,13 @@ import torch
 from monai_unlearn.audit.bundle_config import merge_bundle_config
 from monai_unlearn.engines.unlearning_trainer import unwrap_network
 from monai_unlearn.metrics import EvaluationSuite, oracle_gap
-from monai_unlearn.utils import atomic_torch_save, atomic_write_json, atomic_write_text, load_checkpoint, state_dict_layout
+from monai_unlearn.utils import (
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    state_dict_layout,
+)
 
 from .pareto import forget_objective, pareto_front
 
@@ -176,7 +182,8 @@ def evaluation_suite_from_config(
     for split, key in (("train", "unlearn#train_evaluation_loader"), ("test", "unlearn#test_loader")):
         if key not in parser:
             raise KeyError(
-                f"The bundle config has no {key!r}; the sweep evaluates with the evaluation loaders of the unlearn.json "
+                f"The bundle config has no {key!r}; the sweep evaluates with the evaluation loaders of the "
+                "unlearn.json "
                 "overlay (see docs/evaluation.md)."
             )
         loaders[split] = parser.get_parsed_content(key)
@@ -317,7 +324,8 @@ def run_sweep(
     metric = suite.metric
     logger.info("Sweep of %d points over %s on %s.", len(points), list(grid), checkpoint_path)
 
-    rows = [_row("original", None, {}, suite.evaluate(_load_weights(network, checkpoint_path), device, "original").metrics)]
+    original_metrics = suite.evaluate(_load_weights(network, checkpoint_path), device, "original").metrics
+    rows = [_row("original", None, {}, original_metrics)]
     if oracle_path is not None:
         oracle_metrics = suite.evaluate(_load_weights(network, oracle_path), device, "oracle").metrics
         rows.append(_row("oracle", None, {}, oracle_metrics))
@@ -367,7 +375,9 @@ def _annotate(rows: list[dict[str, Any]], metric: str, gap_metrics: Sequence[str
         row["forget_objective"] = forget_objective(_number(row.get(f"forget_train_{metric}")), oracle_forget)
         row["pareto"] = False
     points = [row for row in rows if row["kind"] == "sweep"]
-    flags = pareto_front([row["forget_objective"] for row in points], [_number(row.get(f"retain_{metric}")) for row in points])
+    forget = [row["forget_objective"] for row in points]
+    retain = [_number(row.get(f"retain_{metric}")) for row in points]
+    flags = pareto_front(forget, retain)
     for row, flag in zip(points, flags):
         row["pareto"] = flag
 
@@ -522,7 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--override", action="append", default=[], metavar="KEY=JSON", help="a config override for every point"
     )
-    parser.add_argument("--checkpoint", default=None, help="the trained original (default: the config's unlearn#checkpoint)")
+    parser.add_argument(
+        "--checkpoint", default=None, help="the trained original (default: the config's unlearn#checkpoint)"
+    )
     parser.add_argument(
         "--oracle", default="none", help="'auto' (the cached retrain oracle, trained when missing), a checkpoint path, "
         "or 'none' (default)"
@@ -546,7 +558,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     if not arguments.grid:
         raise SystemExit("Give at least one --grid KNOB=V1,V2, for example --grid noise_scale=0.0001,0.1.")
-    grid = {knob: [_parse_value(v) for v in values.split(",")] for knob, values in _parse_pairs(arguments.grid, "--grid").items()}
+    grid = {
+        knob: [_parse_value(value) for value in values.split(",")]
+        for knob, values in _parse_pairs(arguments.grid, "--grid").items()
+    }
     overrides = {key: _parse_value(value) for key, value in _parse_pairs(arguments.override, "--override").items()}
     oracle_overrides = {
         key: _parse_value(value) for key, value in _parse_pairs(arguments.oracle_override, "--oracle-override").items()

@@ -53,6 +53,7 @@ from .pareto import forget_objective, pareto_front
 __all__ = [
     "KNOB_KEYS",
     "DEFAULT_CONFIG_FILES",
+    "EVALUATION_LOADER_KEYS",
     "SweepResult",
     "evaluation_suite_from_config",
     "expand_grid",
@@ -95,6 +96,9 @@ KNOB_KEYS: dict[str, str] = {
     "batchnorm": "unlearn#batchnorm",
     "seed": "unlearn#seed",
 }
+
+#: Config keys of the evaluation loaders of the ``unlearn.json`` overlay, by split.
+EVALUATION_LOADER_KEYS = {"train": "unlearn#train_evaluation_loader", "test": "unlearn#test_loader"}
 
 #: The attacks whose values enter the default mean gap to the oracle.
 DEFAULT_ATTACKS = ("loss_threshold", "confidence_svc")
@@ -175,16 +179,18 @@ def _get(parser: Any, key: str, default: Any = None) -> Any:
 
 
 def evaluation_suite_from_config(
-    parser: Any, attacks: Sequence[str] = ("loss_threshold", "confidence_svc"), attack_seed: int = 0
+    parser: Any,
+    attacks: Sequence[str] = ("loss_threshold", "confidence_svc"),
+    attack_seed: int = 0,
+    loader_keys: Mapping[str, str] | None = None,
 ) -> EvaluationSuite:
     """Return the suite from the overlay's evaluation loaders and the metrics handler's task settings."""
     loaders = {}
-    for split, key in (("train", "unlearn#train_evaluation_loader"), ("test", "unlearn#test_loader")):
+    for split, key in (loader_keys or EVALUATION_LOADER_KEYS).items():
         if key not in parser:
             raise KeyError(
-                f"The bundle config has no {key!r}; the sweep evaluates with the evaluation loaders of the "
-                "unlearn.json "
-                "overlay (see docs/evaluation.md)."
+                f"The bundle config has no evaluation loader {key!r} for the {split!r} split. Add the evaluation "
+                "loaders of configs/unlearn.json to the overlay (see docs/evaluation.md), or pass loader_keys."
             )
         loaders[split] = parser.get_parsed_content(key)
     settings: dict[str, Any] = {}
@@ -223,6 +229,7 @@ def _run_point(
     overrides: Mapping[str, Any],
     knobs: Mapping[str, Any],
     checkpoint: Path,
+    trainer_key: str,
 ) -> tuple[torch.nn.Module, float]:
     """Revise the checkpoint with one point's settings; return the revised network and the wall time of the run."""
     point_overrides = {knob_key(knob): value for knob, value in knobs.items()}
@@ -230,7 +237,7 @@ def _run_point(
     parser = load_bundle_parser(bundle_root, config_files, {**overrides, **point_overrides})
     if "initialize" in parser:
         parser.get_parsed_content("initialize")
-    trainer = parser.get_parsed_content("train#trainer")
+    trainer = parser.get_parsed_content(trainer_key)
     start = time.perf_counter()
     trainer.run()
     seconds = time.perf_counter() - start
@@ -275,6 +282,8 @@ def run_sweep(
     attacks: Sequence[str] = DEFAULT_ATTACKS,
     attack_seed: int = 0,
     save_weights: bool = True,
+    trainer_key: str = "train#trainer",
+    loader_keys: Mapping[str, str] | None = None,
 ) -> SweepResult:
     """Revise a bundle once per grid point and compare every revision with the original and the oracle.
 
@@ -291,6 +300,10 @@ def run_sweep(
         attacks: membership inference attacks to run for every model (the default ones enter the mean gap).
         attack_seed: seed of the attacks.
         save_weights: write each point's revised weights to ``<output_dir>/weights/point_<i>.pt``.
+        trainer_key: config key of the unlearning trainer (``"trainer"`` in a flat layout).
+        loader_keys: config keys of the evaluation loaders by split (``train`` and ``test``); None uses
+            :data:`EVALUATION_LOADER_KEYS`. NOTE: overlays written by ``monai-unlearn revise`` define no evaluation
+            loaders, so add them (as ``configs/unlearn.json`` does) before sweeping such a bundle.
 
     Returns:
         The :class:`SweepResult`.
@@ -318,7 +331,7 @@ def run_sweep(
     forget_rule = overrides.get("forget_rule")
     oracle_path = _resolve_oracle(oracle, root, forget_rule, oracle_overrides)
 
-    suite = evaluation_suite_from_config(base, attacks, attack_seed)
+    suite = evaluation_suite_from_config(base, attacks, attack_seed, loader_keys)
     device = _get(base, "device", "cpu")
     network = base.get_parsed_content("network")
     metric = suite.metric
@@ -332,7 +345,7 @@ def run_sweep(
     weights: dict[int, Path] = {}
     for index, knobs in enumerate(points):
         logger.info("Sweep point %d/%d: %s", index + 1, len(points), knobs)
-        revised, seconds = _run_point(root, config_files, overrides, knobs, checkpoint_path)
+        revised, seconds = _run_point(root, config_files, overrides, knobs, checkpoint_path, trainer_key)
         metrics = suite.evaluate(revised, device, f"point {index}").metrics
         row = _row("sweep", index, knobs, metrics)
         row["seconds"] = seconds

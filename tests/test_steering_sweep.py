@@ -16,6 +16,7 @@ import pytest
 
 from conftest import copy_trained_bundle
 from monai_unlearn.steering import expand_grid, forget_objective, pareto_front, run_sweep
+from monai_unlearn.steering.combine import choose_parents
 from monai_unlearn.steering.sweep import _annotate
 from monai_unlearn.utils import sha256_file
 
@@ -110,3 +111,19 @@ def test_sweep_command_writes_table_plot_and_front(trained_zoo_bundle: Path, tmp
     ]
     assert [row["pareto"] == "yes" for row in points] == expected, f"wrong Pareto flags for {forget}, {retain}"
     assert "| sweep | 1 | 1 |" in (output / "sweep.md").read_text(), "the Markdown table lacks point 1"
+
+
+def test_choose_parents_best_retain_and_forget():
+    rows = [
+        {"kind": "original", "point": None, "retain_accuracy": 1.0, "forget_objective": 1.0},
+        {"kind": "sweep", "point": 0, "retain_accuracy": 0.99, "forget_objective": 0.10},
+        {"kind": "sweep", "point": 1, "retain_accuracy": 0.50, "forget_objective": 0.01},
+        {"kind": "sweep", "point": 2, "retain_accuracy": 0.99, "forget_objective": 0.05},
+    ]
+    # Points 0 and 2 tie on retain; the lower forget objective (point 2) is parent A. Point 1 forgets best.
+    assert choose_parents(rows) == (2, 1), "parent A should retain best and parent B forget best"
+
+
+def test_choose_parents_needs_two_points():
+    with pytest.raises(ValueError, match="at least two points, got 1"):
+        choose_parents([{"kind": "sweep", "point": 0, "retain_accuracy": 1.0, "forget_objective": 0.0}])

@@ -562,6 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"none (default: {','.join(DEFAULT_ATTACKS)})"
     )
     parser.add_argument("--no-weights", action="store_true", help="do not save each point's revised weights")
+    parser.add_argument(
+        "--trainer-key", default="train#trainer", help="config key of the trainer (default: train#trainer)"
+    )
     return parser
 
 
@@ -591,6 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             oracle_overrides=oracle_overrides,
             attacks=[name for name in arguments.attacks.split(",") if name],
             save_weights=not arguments.no_weights,
+            trainer_key=arguments.trainer_key,
         )
     except (ValueError, KeyError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

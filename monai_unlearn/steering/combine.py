@@ -3,8 +3,8 @@
 """Combine two runs of a sweep by composition and by interpolation, and compare them with their parents and the oracle.
 
 After :mod:`monai_unlearn.steering.sweep` has revised a bundle once per grid point, this command takes two of the
-revised networks: parent A, the run with the best retain metric, and parent B, the run closest to the oracle's forget
-level (or two points given by index). It builds:
+revised networks. Parent A is the run with the best retain metric, and parent B the run closest to the oracle's
+forget level, unless two points are given by index. It builds:
 
 - ``composed``: A's feature extractor with B's head (:func:`~monai_unlearn.steering.compose`);
 - ``composed_finetuned``: the same with the head fine-tuned on the retain set;

@@ -47,7 +47,7 @@ _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 @dataclass
 class HeadSplit:
-    """Where a network splits into feature extractor and head.
+    """The split of a network into feature extractor and head.
 
     Attributes:
         name: the head module's name in ``network.named_modules()``.
@@ -61,8 +61,8 @@ class HeadSplit:
 def default_example_input(network: nn.Module, spatial_size: int | None = None) -> torch.Tensor:
     """Return a zero input batch of 2 samples that fits the first convolution or linear layer of ``network``.
 
-    The spatial size is 64 for 1-D and 2-D networks and 32 for 3-D networks unless ``spatial_size`` is given; it
-    passes the downsampling of MONAI's DenseNet, ResNet, SEResNet, EfficientNet, UNet (strides 2, up to 5 levels),
+    The spatial size is 64 for 1-D and 2-D networks and 32 for 3-D networks unless ``spatial_size`` is given. These
+    sizes pass the downsampling of MONAI's DenseNet, ResNet, SEResNet, EfficientNet, UNet (strides 2, up to 5 levels),
     SegResNet and BasicUNet.
 
     Raises:
@@ -101,8 +101,8 @@ def _enclosing_modules(network: nn.Module, name: str) -> list[str]:
 def find_head(network: nn.Module, split: str = "auto", example_input: torch.Tensor | None = None) -> HeadSplit:
     """Return the head of ``network``: the module named by ``split``, or the one found automatically.
 
-    With ``split="auto"`` the network runs once on ``example_input`` (in eval mode, on a copy, without gradients) and
-    the head is the layer that produces the network's output, when it is a linear layer or a convolution whose kernel
+    With ``split="auto"`` a copy of the network runs once on ``example_input``, in eval mode and without gradients.
+    The head is the layer that produces the network's output, if it is a linear layer or a convolution whose kernel
     is 1 in every dimension. Any other output layer (a 3x3 or transposed convolution, as in MONAI's ``UNet``) has
     spatial context, so the split is ambiguous and has to be named.
 

@@ -54,8 +54,8 @@ def interpolate(
     otherwise. ``alpha = 0`` returns A's tensors and ``alpha = 1`` B's tensors exactly.
 
     NOTE: the mixed BatchNorm running statistics are the mixture of the two runs' statistics, not the statistics of
-    the mixed network's activations; with ``batchnorm="eval"`` revisions both runs keep the original's statistics, so
-    they agree.
+    the mixed network's activations. After ``batchnorm="eval"`` revisions both runs keep the original's statistics,
+    so the two agree.
 
     Args:
         state_a, state_b: the two runs: networks, state dicts or checkpoint paths.

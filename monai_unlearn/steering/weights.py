@@ -1,6 +1,6 @@
 # Copyright (c) monai_unlearn developers
 # Licensed under the Apache License, Version 2.0 (the "License").
-"""Read network weights from the forms a user holds them in: a module, a state dict or a checkpoint file.
+"""Read network weights from a module, a state dict or a checkpoint file.
 
 Composition and interpolation (:mod:`monai_unlearn.steering`) combine the weights of two runs after the revision
 handlers have written them. This module turns each run into a plain state dict and checks that two of them describe
@@ -35,7 +35,7 @@ def load_state(source: WeightSource, name: str = "weights") -> dict[str, torch.T
 
     Raises:
         FileNotFoundError: when a checkpoint path does not exist.
-        ValueError: when a checkpoint is not weights-only or holds no state dict.
+        ValueError: when a checkpoint is not weights-only or contains no state dict.
         TypeError: for any other kind of ``source``.
     """
     if isinstance(source, nn.Module):

@@ -183,8 +183,13 @@ def evaluation_suite_from_config(
     attacks: Sequence[str] = ("loss_threshold", "confidence_svc"),
     attack_seed: int = 0,
     loader_keys: Mapping[str, str] | None = None,
+    suite_settings: Mapping[str, Any] | None = None,
 ) -> EvaluationSuite:
-    """Return the suite from the overlay's evaluation loaders and the metrics handler's task settings."""
+    """Return the suite from the overlay's evaluation loaders and the metrics handler's task settings.
+
+    ``suite_settings`` (for example ``evaluate_fn`` and ``metric`` of a segmentation task) take precedence over the
+    settings read from ``unlearn#metrics_handler``.
+    """
     loaders = {}
     for split, key in (loader_keys or EVALUATION_LOADER_KEYS).items():
         if key not in parser:
@@ -198,6 +203,7 @@ def evaluation_suite_from_config(
         key = f"unlearn#metrics_handler#{name}"
         if key in parser:
             settings[name] = parser.get_parsed_content(key)
+    settings.update(suite_settings or {})
     return EvaluationSuite(
         loaders,
         class_names=_get(parser, "class_names"),
@@ -284,6 +290,7 @@ def run_sweep(
     save_weights: bool = True,
     trainer_key: str = "train#trainer",
     loader_keys: Mapping[str, str] | None = None,
+    suite_settings: Mapping[str, Any] | None = None,
 ) -> SweepResult:
     """Revise a bundle once per grid point and compare every revision with the original and the oracle.
 
@@ -304,6 +311,8 @@ def run_sweep(
         loader_keys: config keys of the evaluation loaders by split (``train`` and ``test``); None uses
             :data:`EVALUATION_LOADER_KEYS`. NOTE: overlays written by ``monai-unlearn revise`` define no evaluation
             loaders, so add them (as ``configs/unlearn.json`` does) before sweeping such a bundle.
+        suite_settings: settings of the :class:`~monai_unlearn.metrics.EvaluationSuite`, such as ``evaluate_fn`` and
+            ``metric="dice"`` for a segmentation bundle whose overlay has no ``unlearn#metrics_handler``.
 
     Returns:
         The :class:`SweepResult`.
@@ -331,7 +340,7 @@ def run_sweep(
     forget_rule = overrides.get("forget_rule")
     oracle_path = _resolve_oracle(oracle, root, forget_rule, oracle_overrides)
 
-    suite = evaluation_suite_from_config(base, attacks, attack_seed, loader_keys)
+    suite = evaluation_suite_from_config(base, attacks, attack_seed, loader_keys, suite_settings)
     device = _get(base, "device", "cpu")
     network = base.get_parsed_content("network")
     metric = suite.metric

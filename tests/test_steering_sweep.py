@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_trained_bundle
+from conftest import copy_trained_bundle, run_bundle_cli
 from monai_unlearn.steering import expand_grid, forget_objective, pareto_front, run_sweep
 from monai_unlearn.steering.combine import choose_parents
 from monai_unlearn.steering.sweep import _annotate
@@ -76,20 +76,28 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_sweep_command_writes_table_plot_and_front(trained_zoo_bundle: Path, tmp_path: Path):
-    bundle = copy_trained_bundle(trained_zoo_bundle, tmp_path / "bundle")
+@pytest.fixture(scope="module")
+def sweep_run(trained_zoo_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Run the sweep command on a copy of the trained bundle; return the copy, the output folder and the result."""
+    folder = tmp_path_factory.mktemp("sweep")
+    bundle = copy_trained_bundle(trained_zoo_bundle, folder / "bundle")
     original_sha256 = sha256_file(bundle / "models" / "model.pt")
     command = [
         sys.executable, "-m", "monai_unlearn.steering.sweep", "--bundle-root", str(bundle),
         "--grid", "retain_weight=0,1", "--grid", "passes=1",
         "--override", "batch_size=16", "--override", "unlearn#learning_rate=0.001",
-        "--attacks", "", "--output-dir", str(tmp_path / "sweep"),
+        "--attacks", "", "--output-dir", str(bundle / "eval" / "sweep"),
     ]
     environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
+    return {"bundle": bundle, "output": bundle / "eval" / "sweep", "sha256": original_sha256, "result": result}
+
+
+def test_sweep_command_writes_table_plot_and_front(sweep_run: dict):
+    result, bundle, original_sha256 = sweep_run["result"], sweep_run["bundle"], sweep_run["sha256"]
     assert result.returncode == 0, f"the sweep command failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
 
-    output = tmp_path / "sweep"
+    output = sweep_run["output"]
     for name in ("sweep.csv", "sweep.md", "sweep.json", "weights/point_000.pt", "weights/point_001.pt"):
         assert (output / name).is_file(), f"the sweep did not write {name}"
     assert (output / "sweep.png").read_bytes()[:8] == PNG_SIGNATURE, "sweep.png is not a PNG image"
@@ -127,3 +135,20 @@ def test_choose_parents_best_retain_and_forget():
 def test_choose_parents_needs_two_points():
     with pytest.raises(ValueError, match="at least two points, got 1"):
         choose_parents([{"kind": "sweep", "point": 0, "retain_accuracy": 1.0, "forget_objective": 0.0}])
+
+
+def test_compose_overlay_runs_bundle_cli(sweep_run: dict):
+    assert sweep_run["result"].returncode == 0, "the sweep command failed; see the sweep test"
+    bundle = sweep_run["bundle"]
+    arguments = [
+        "run", "--config_file", "['configs/train.json','configs/evaluate.json','configs/compose.json']",
+        "--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf",
+        "--steering#extractor_from", "eval/sweep/weights/point_001.pt",
+        "--steering#head_from", "eval/sweep/weights/point_000.pt",
+    ]
+    result = run_bundle_cli(bundle, arguments)
+    log = result.stdout + result.stderr
+    expected = "Composed DenseNet: extractor from 'eval/sweep/weights/point_001.pt'"
+    assert expected in log, f"the log shows no composition:\n{log[-2000:]}"
+    assert "Restored all variables" not in log, "the evaluation loaded models/model.pt over the composed network"
+    assert (bundle / "eval" / "metrics.csv").is_file(), "the evaluation wrote no metrics.csv"

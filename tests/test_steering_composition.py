@@ -216,3 +216,15 @@ def test_compose_from_bundle_config(tmp_path):
     network = ConfigParser(config).get_parsed_content("network")
     assert isinstance(network, DenseNet), f"the config built a {type(network).__name__}, expected a DenseNet"
     assert_composed_from(network, extractor, head, head_name)
+
+
+def test_invalid_source_type_raises():
+    factory, _ = FAMILIES["densenet"]
+    with pytest.raises(TypeError, match="head_from must be a torch.nn.Module, a state dict or a checkpoint path, got int"):
+        compose(factory(), 3)
+
+
+def test_missing_checkpoint_raises(tmp_path):
+    factory, _ = FAMILIES["densenet"]
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        compose(factory(), tmp_path / "missing.pt")

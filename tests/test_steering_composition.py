@@ -228,3 +228,18 @@ def test_missing_checkpoint_raises(tmp_path):
     factory, _ = FAMILIES["densenet"]
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         compose(factory(), tmp_path / "missing.pt")
+
+
+def test_all_finetune_trains_extractor(modality_classifier):
+    trained = modality_classifier.network
+    loader = DataLoader(
+        Dataset([dict(entry) for entry in modality_classifier.train], transform=TagForgetd("label in {1}")),
+        batch_size=32,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    tuned = compose(trained, copy.deepcopy(trained), finetune="all", finetune_loader=loader, finetune_epochs=1,
+                    finetune_learning_rate=1e-3)
+    key = "features.conv0.weight"
+    assert not torch.equal(tuned.state_dict()[key], trained.state_dict()[key]), "finetune='all' left the stem unchanged"
+    assert all(parameter.requires_grad for parameter in tuned.parameters()), "the fine-tune left parameters frozen"

@@ -152,3 +152,8 @@ def test_compose_overlay_runs_bundle_cli(sweep_run: dict):
     assert expected in log, f"the log shows no composition:\n{log[-2000:]}"
     assert "Restored all variables" not in log, "the evaluation loaded models/model.pt over the composed network"
     assert (bundle / "eval" / "metrics.csv").is_file(), "the evaluation wrote no metrics.csv"
+
+
+def test_invalid_knob_value_names_point(sweep_run: dict, single_torch_thread):
+    with pytest.raises(ValueError, match=r"Sweep point 0 with \{'noise': 'gaussian'\} failed: Invalid noise law"):
+        run_sweep(sweep_run["bundle"], {"noise": ["gaussian"]}, output_dir=sweep_run["output"] / "invalid", attacks=())

@@ -354,7 +354,14 @@ def run_sweep(
     weights: dict[int, Path] = {}
     for index, knobs in enumerate(points):
         logger.info("Sweep point %d/%d: %s", index + 1, len(points), knobs)
-        revised, seconds = _run_point(root, config_files, overrides, knobs, checkpoint_path, trainer_key)
+        try:
+            revised, seconds = _run_point(root, config_files, overrides, knobs, checkpoint_path, trainer_key)
+        except (ValueError, KeyError, TypeError, RuntimeError) as error:
+            # The bundle parser wraps a component's error in a RuntimeError; the innermost error says what was wrong.
+            cause = error
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            raise ValueError(f"Sweep point {index} with {knobs} failed: {cause}") from error
         metrics = suite.evaluate(revised, device, f"point {index}").metrics
         row = _row("sweep", index, knobs, metrics)
         row["seconds"] = seconds

@@ -357,7 +357,7 @@ def run_sweep(
         try:
             revised, seconds = _run_point(root, config_files, overrides, knobs, checkpoint_path, trainer_key)
         except (ValueError, KeyError, TypeError, RuntimeError) as error:
-            # The bundle parser wraps a component's error in a RuntimeError; the innermost error says what was wrong.
+            # The bundle parser wraps a component's error in a RuntimeError, so report the innermost error.
             cause = error
             while cause.__cause__ is not None:
                 cause = cause.__cause__

@@ -312,7 +312,7 @@ def run_sweep(
             :data:`EVALUATION_LOADER_KEYS`. NOTE: overlays written by ``monai-unlearn revise`` define no evaluation
             loaders, so add them (as ``configs/unlearn.json`` does) before sweeping such a bundle.
         suite_settings: settings of the :class:`~monai_unlearn.metrics.EvaluationSuite`, such as ``evaluate_fn`` and
-            ``metric="dice"`` for a segmentation bundle whose overlay has no ``unlearn#metrics_handler``.
+            ``metric="mean_dice"`` for a segmentation bundle whose overlay has no ``unlearn#metrics_handler``.
 
     Returns:
         The :class:`SweepResult`.

@@ -21,8 +21,6 @@ Command line (from the bundle folder)::
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import itertools
 import json
 import logging
@@ -31,7 +29,6 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +37,10 @@ import torch
 from monai_unlearn.audit.bundle_config import merge_bundle_config
 from monai_unlearn.engines.unlearning_trainer import unwrap_network
 from monai_unlearn.metrics import EvaluationSuite, oracle_gap
-from monai_unlearn.utils import (
-    atomic_torch_save,
-    atomic_write_json,
-    atomic_write_text,
-    load_checkpoint,
-    state_dict_layout,
-)
+from monai_unlearn.utils import atomic_torch_save, load_checkpoint, state_dict_layout
 
 from .pareto import forget_objective, pareto_front
+from .sweep_output import SweepResult, as_number, plot_sweep, write_tables
 
 __all__ = [
     "KNOB_KEYS",
@@ -102,39 +94,6 @@ EVALUATION_LOADER_KEYS = {"train": "unlearn#train_evaluation_loader", "test": "u
 
 #: The attacks whose values enter the default mean gap to the oracle.
 DEFAULT_ATTACKS = ("loss_threshold", "confidence_svc")
-
-
-@dataclass
-class SweepResult:
-    """Rows of a sweep and the files written.
-
-    Attributes:
-        rows: one dict per model: the original, the oracle (when given) and each sweep point, with ``kind``,
-            ``point``, the knob values, the headline and attack metrics, ``mean_gap``, ``forget_objective``,
-            ``pareto`` and ``seconds``.
-        knobs: the knob names of the grid.
-        metric: the metric name (``accuracy`` or ``dice``).
-        files: the written files by kind (``csv``, ``markdown``, ``json``, ``png``).
-        weights: the revised weights' path of each sweep point, by point index.
-        checkpoint: the original's weights the points revised.
-        oracle: the oracle's weights, or None.
-    """
-
-    rows: list[dict[str, Any]]
-    knobs: list[str]
-    metric: str
-    files: dict[str, Path] = field(default_factory=dict)
-    weights: dict[int, Path] = field(default_factory=dict)
-    checkpoint: Path | None = None
-    oracle: Path | None = None
-
-    def points(self) -> list[dict[str, Any]]:
-        """Return the rows of the sweep points only."""
-        return [row for row in self.rows if row["kind"] == "sweep"]
-
-    def row(self, kind: str) -> dict[str, Any] | None:
-        """Return the row of ``kind`` (``"original"`` or ``"oracle"``), or None."""
-        return next((row for row in self.rows if row["kind"] == kind), None)
 
 
 def knob_key(knob: str) -> str:
@@ -373,9 +332,9 @@ def run_sweep(
             "Sweep point %d: forget_train_%s %.4f, retain_%s %.4f, %.1f s.",
             index,
             metric,
-            _number(metrics.get(f"forget_train_{metric}")),
+            as_number(metrics.get(f"forget_train_{metric}")),
             metric,
-            _number(metrics.get(f"retain_{metric}")),
+            as_number(metrics.get(f"retain_{metric}")),
             seconds,
         )
 
@@ -389,134 +348,22 @@ def run_sweep(
     return result
 
 
-def _number(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-
-
 def _annotate(rows: list[dict[str, Any]], metric: str, gap_metrics: Sequence[str]) -> None:
     """Add the mean gap, the forget objective and the Pareto flag to every row."""
     oracle = next((row for row in rows if row["kind"] == "oracle"), None)
-    oracle_forget = _number(oracle[f"forget_train_{metric}"]) if oracle is not None else None
+    oracle_forget = as_number(oracle[f"forget_train_{metric}"]) if oracle is not None else None
     if oracle_forget is not None and math.isnan(oracle_forget):
         oracle_forget = None
     for row in rows:
         row["mean_gap"] = oracle_gap(row, oracle, gap_metrics)["mean"] if oracle is not None else None
-        row["forget_objective"] = forget_objective(_number(row.get(f"forget_train_{metric}")), oracle_forget)
+        row["forget_objective"] = forget_objective(as_number(row.get(f"forget_train_{metric}")), oracle_forget)
         row["pareto"] = False
     points = [row for row in rows if row["kind"] == "sweep"]
     forget = [row["forget_objective"] for row in points]
-    retain = [_number(row.get(f"retain_{metric}")) for row in points]
+    retain = [as_number(row.get(f"retain_{metric}")) for row in points]
     flags = pareto_front(forget, retain)
     for row, flag in zip(points, flags):
         row["pareto"] = flag
-
-
-def _columns(result: SweepResult) -> list[str]:
-    metric = result.metric
-    return [
-        "kind",
-        "point",
-        *result.knobs,
-        f"forget_train_{metric}",
-        f"forget_heldout_{metric}",
-        f"retain_{metric}",
-        f"test_{metric}",
-        "mia_efficacy",
-        "mia_loss_threshold_auc",
-        "mean_gap",
-        "forget_objective",
-        "pareto",
-        "seconds",
-    ]
-
-
-def _format(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
-
-
-def write_tables(result: SweepResult, output: Path) -> dict[str, Path]:
-    """Write the sweep table as ``sweep.csv``, ``sweep.md`` and ``sweep.json`` in ``output``; return their paths."""
-    columns = _columns(result)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in result.rows:
-        writer.writerow({column: _format(row.get(column)) for column in columns})
-    files = {"csv": atomic_write_text(output / "sweep.csv", buffer.getvalue())}
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    for row in result.rows:
-        lines.append("| " + " | ".join(_format(row.get(column)) for column in columns) + " |")
-    oracle_note = (
-        "forget_objective is |forget_train - oracle forget_train|"
-        if result.row("oracle") is not None
-        else "forget_objective is forget_train (no oracle given)"
-    )
-    text = (
-        f"# Sweep over {', '.join(result.knobs)}\n\n"
-        f"Pareto front: lowest forget_objective and highest retain_{result.metric}; {oracle_note}. "
-        "mean_gap is the mean gap to the oracle.\n\n" + "\n".join(lines) + "\n"
-    )
-    files["markdown"] = atomic_write_text(output / "sweep.md", text)
-    serializable = [{key: value for key, value in row.items()} for row in result.rows]
-    files["json"] = atomic_write_json(
-        output / "sweep.json", {
-            "knobs": result.knobs,
-            "metric": result.metric,
-            "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-            "oracle": str(result.oracle) if result.oracle else None,
-            "rows": serializable,
-        }
-    )
-    return files
-
-
-def plot_sweep(result: SweepResult, path: str | os.PathLike) -> Path:
-    """Plot the forget metric against the retain metric of every point, the Pareto front, the original and the oracle.
-
-    Returns:
-        The path of the written PNG.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metric = result.metric
-    forget_key, retain_key = f"forget_train_{metric}", f"retain_{metric}"
-    figure, axes = plt.subplots(figsize=(6.5, 4.5))
-    points = result.points()
-    dominated = [row for row in points if not row["pareto"]]
-    front = sorted((row for row in points if row["pareto"]), key=lambda row: _number(row[forget_key]))
-    axes.scatter([_number(r[forget_key]) for r in dominated], [_number(r[retain_key]) for r in dominated],
-                 color="0.6", label="sweep point")
-    axes.plot([_number(r[forget_key]) for r in front], [_number(r[retain_key]) for r in front], "o-",
-              color="tab:red", label="Pareto front")
-    for row in points:
-        axes.annotate(str(row["point"]), (_number(row[forget_key]), _number(row[retain_key])), fontsize=7,
-                      xytext=(3, 3), textcoords="offset points")
-    for kind, marker, color in (("original", "s", "tab:blue"), ("oracle", "*", "tab:green")):
-        row = result.row(kind)
-        if row is not None:
-            axes.scatter([_number(row[forget_key])], [_number(row[retain_key])], marker=marker, s=120, color=color,
-                         label=kind, zorder=3)
-    axes.set_xlabel(f"{forget_key} (forget set, training part)")
-    axes.set_ylabel(f"{retain_key} (retain set)")
-    axes.set_title(f"Sweep over {', '.join(result.knobs)}")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, dpi=120)
-    plt.close(figure)
-    return target
 
 
 def _parse_value(text: str) -> Any:

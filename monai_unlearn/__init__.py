@@ -15,6 +15,7 @@ from . import data, engines, handlers, inner, losses, methods, metrics, optimize
 from . import baselines  # noqa: E402  (registers the baseline methods by name)
 from . import bundle  # noqa: E402
 from . import audit, oracle  # noqa: E402
+from . import steering  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -30,5 +31,6 @@ __all__ = [
     "metrics",
     "optimizers",
     "oracle",
+    "steering",
     "transforms",
 ]

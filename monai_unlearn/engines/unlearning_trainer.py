@@ -663,7 +663,9 @@ class UnlearningTrainer(SupervisedTrainer):
             retain = self._next_retain_batch() if self.method.uses_retain else None
             return forget, retain
         flags = self._flags(batchdata, images.shape[0])
-        return self._flag_split(images, labels, region, flags, retain=True)
+        # Without a retain term no retain batch is copied out of the training batch; _iteration still counts its
+        # retain samples from the split positions.
+        return self._flag_split(images, labels, region, flags, retain=self.method.uses_retain)
 
     def iterate_batches(self, retain: bool = True) -> Iterator[tuple[UnlearningBatch | None, UnlearningBatch | None]]:
         """Iterate once over the training data and yield ``(forget, retain)`` batches, outside the engine's loop.
@@ -742,6 +744,9 @@ class UnlearningTrainer(SupervisedTrainer):
         # Counted before the method's needs drop a side, so the pass summary shows what the loader delivered.
         forget_count = 0 if forget is None else len(forget)
         retain_count = 0 if retain is None else len(retain)
+        if engine._last_split is not None:
+            # Flag mode: the retain samples of the batch count even when no retain batch was built for them.
+            retain_count = int(engine._last_split[1].numel())
         if not engine.method.uses_forget:
             forget = None
         if not engine.method.uses_retain:

@@ -50,6 +50,8 @@ def run_script(arguments: list[str]) -> subprocess.CompletedProcess:
     )
 
 
+# NOTE: revision_vs_retraining.py --model segmenter has no smoke test here. Its small setting trains, retrains and
+# revises the 3D hippocampus bundle, about 40 s of CPU time, which would take this file far past its budget.
 @pytest.mark.parametrize("name", ["engine_overhead", "scaling", "memory", "revision_vs_retraining"])
 def test_small_setting_writes_table(name: str, work_dir: Path, trained_zoo_bundle: Path):
     page = work_dir / f"{name}.md"

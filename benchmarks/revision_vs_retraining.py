@@ -200,7 +200,8 @@ def segmenter_runs(args: argparse.Namespace, work: Path) -> tuple[common.Table, 
     ]
     table = common.Table("Case forgetting on the hippocampus segmenter", columns, rows)
     datalist = json.loads((data / "datalist.json").read_text())
-    request = (data / "deletion_request.txt").read_text().split()
+    lines = (data / "deletion_request.txt").read_text().splitlines()
+    request = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     extra = {
         "Data": f"MSD Task04 hippocampus, {len(datalist['training'])} training cases, {len(request)} of them in the "
         f"deletion request (data/deletion_request.txt); {len(datalist['test'])} held-out test cases",

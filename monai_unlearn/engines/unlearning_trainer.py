@@ -13,10 +13,12 @@ argument of the bundle's trainer (device, loader, network, optimizer, handlers, 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Events
 from monai.engines import SupervisedTrainer
@@ -26,11 +28,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, DistributedSampler
 
 from monai_unlearn.inner import frozen_copy
-from monai_unlearn.methods import UnlearningBatch, UnlearningMethod, create_method
+from monai_unlearn.methods import StepOutput, UnlearningBatch, UnlearningMethod, create_method
 
 from .random_state import capture_random_state, random_objects, restore_random_state
 
-__all__ = ["UnlearningTrainer", "BATCHNORM_POLICIES", "PAIRINGS", "unwrap_network"]
+__all__ = ["UnlearningTrainer", "BATCHNORM_POLICIES", "PAIRINGS", "unwrap_network", "channels_last_format"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,56 @@ def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
             network = network.module
         else:
             return network
+
+
+def channels_last_format(network: torch.nn.Module) -> torch.memory_format:
+    """Return the channels-last memory format that fits ``network``'s convolutions.
+
+    ``torch.channels_last_3d`` when the network has 5-D weights (3-D convolutions), else ``torch.channels_last`` when
+    it has 4-D weights (2-D convolutions).
+
+    Raises:
+        ValueError: when the network has no 4-D or 5-D weight, so no convolution could use the format.
+    """
+    ranks = {parameter.dim() for parameter in network.parameters()}
+    if 5 in ranks:
+        return torch.channels_last_3d
+    if 4 in ranks:
+        return torch.channels_last
+    raise ValueError(
+        f"channels_last=True needs a network with 2-D or 3-D convolutions, but {type(network).__name__} has no 4-D "
+        "or 5-D weight; set channels_last=False."
+    )
+
+
+def _is_distributed_data_parallel(network: torch.nn.Module) -> bool:
+    while hasattr(network, "_orig_mod"):
+        network = network._orig_mod
+    return isinstance(network, torch.nn.parallel.DistributedDataParallel)
+
+
+def _check_distributed_network(network: torch.nn.Module) -> None:
+    while hasattr(network, "_orig_mod"):
+        network = network._orig_mod
+    if not isinstance(network, torch.nn.parallel.DistributedDataParallel) or not network.broadcast_buffers:
+        return
+    if any(True for _ in network.module.buffers()):
+        raise ValueError(
+            "The network is wrapped in DistributedDataParallel with broadcast_buffers=True, which makes every forward "
+            "pass a collective operation. The unlearning processes run different numbers of forward passes per step "
+            "(a process may have no forget sample in its batch), and only rank 0 evaluates the network for the "
+            "report, so the processes would wait for each other forever. Construct it with broadcast_buffers=False, "
+            "as configs/multi_gpu_unlearn.json of the example bundle does."
+        )
+
+
+def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Return the metrics as Python floats, moving all tensor values to the host in one transfer."""
+    names = [name for name, value in metrics.items() if torch.is_tensor(value)]
+    if not names:
+        return dict(metrics)
+    values = torch.stack([metrics[name].detach().float().reshape(()) for name in names]).tolist()
+    return {**metrics, **dict(zip(names, values))}
 
 
 def _plain(tensor: torch.Tensor) -> torch.Tensor:
@@ -98,12 +150,27 @@ class UnlearningTrainer(SupervisedTrainer):
         seed: seed of the trainer's ``torch.Generator`` (noise and random starts of the inner search). The rank is
             added under ``torch.distributed``.
         check_inputs: raise on NaN or infinite images before each outer step.
-        kwargs: other arguments of ``monai.engines.SupervisedTrainer`` (``train_handlers``, ``amp``, ...).
+        channels_last: store the trainable and the frozen network's weights and the input batches in the channels-last
+            memory format (``torch.channels_last`` for 2-D, ``torch.channels_last_3d`` for 3-D convolutions), which
+            speeds up convolutions on recent GPUs and on CPUs with oneDNN. The arithmetic is the same.
+        kwargs: other arguments of ``monai.engines.SupervisedTrainer`` (``train_handlers``, ``amp``, ``amp_kwargs``,
+            ``compile``, ``compile_kwargs``, ...). With ``compile=True`` the frozen original is compiled with the same
+            ``compile_kwargs`` as the trainable network. With ``amp=True`` on CUDA the whole outer step, inner search
+            included, runs under ``torch.autocast``.
+
+    Note:
+        Under ``torch.distributed`` (the network wrapped in ``DistributedDataParallel``, one process per device), each
+        process splits its own shard of the batches by the forget flag, and DDP averages the gradients of the
+        processes. A process whose batch has nothing to learn while another's has contributes a zero gradient, so
+        that every process takes part in each gradient all-reduce. The pass summaries sum the counts and losses of all
+        processes. The network must be built with ``broadcast_buffers=False``, because the processes run different
+        numbers of forward passes per step and the rank-0 handlers evaluate the network alone.
 
     Raises:
-        ValueError: for an unknown method, pairing or BatchNorm policy, or a retain loader given with
-            ``pairing="flag"``; during the run, for a batch without a forget flag, an empty forget or retain set,
-            labels that do not fit the network, or non-finite images.
+        ValueError: for an unknown method, pairing or BatchNorm policy, a retain loader given with
+            ``pairing="flag"``, ``channels_last`` on a network without convolutions, or a ``DistributedDataParallel``
+            network with ``broadcast_buffers=True``; during the run, for a batch without a forget flag, an empty forget
+            or retain set, labels that do not fit the network, or non-finite images.
     """
 
     def __init__(
@@ -124,6 +191,7 @@ class UnlearningTrainer(SupervisedTrainer):
         original_network: torch.nn.Module | None = None,
         seed: int = 0,
         check_inputs: bool = True,
+        channels_last: bool = False,
         **kwargs: Any,
     ) -> None:
         if batchnorm not in BATCHNORM_POLICIES:
@@ -144,6 +212,8 @@ class UnlearningTrainer(SupervisedTrainer):
         # COMPLETED then gets it after the method's on_pass_completed and finalize (for example without the shadow
         # output channel of Boundary Expanding).
         train_handlers = kwargs.pop("train_handlers", None)
+        _check_distributed_network(network)
+        compile_kwargs = dict(kwargs.get("compile_kwargs") or {})
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -161,18 +231,26 @@ class UnlearningTrainer(SupervisedTrainer):
         self.batchnorm = batchnorm
         self.check_inputs = check_inputs
         self.seed = int(seed)
+        self.compile_kwargs = compile_kwargs
+        self.channels_last = bool(channels_last)
+        self.memory_format: torch.memory_format | None = None
+        if self.channels_last:
+            # Module.to keeps the Parameter objects (it replaces their data), so the optimizer still holds them.
+            self.memory_format = channels_last_format(unwrap_network(self.network))
+            unwrap_network(self.network).to(memory_format=self.memory_format)
         self.original_network: torch.nn.Module | None = None
         if original_network is not None:
-            original_network.eval()
-            original_network.requires_grad_(False)
-            self.original_network = original_network
+            self.original_network = self._prepare_original(original_network)
+        self._batchnorm_modules: list[_BatchNorm] | None = None
+        self._distributed = _is_distributed_data_parallel(self.network)
         self._pending_original_state: dict | None = None
         self._method_ready = False
         self._retain_iterator: Iterator | None = None
         self._retain_epoch = 0
         self._last_images: torch.Tensor | None = None
         self._last_labels: torch.Tensor | None = None
-        self._last_flags: torch.Tensor | None = None
+        # Positions of the forget and retain samples of the current flag-mode batch, on the trainer's device.
+        self._last_split: tuple[torch.Tensor, torch.Tensor] | None = None
         self.history: list[dict[str, Any]] = []
         self._pass_totals: dict[str, float] = {}
         # Random state when the current data iterators were made, and what a resumed run still has to restore.
@@ -251,7 +329,7 @@ class UnlearningTrainer(SupervisedTrainer):
 
     def _complete_pass(self, _: Any = None, epoch: int | None = None) -> None:
         epoch = int(self.state.epoch if epoch is None else epoch)
-        totals = self._pass_totals
+        totals = self._totals_of_all_processes(self._pass_totals)
         summary: dict[str, Any] = {
             "pass": epoch,
             "forget_samples": int(totals.get("forget_samples", 0)),
@@ -280,6 +358,18 @@ class UnlearningTrainer(SupervisedTrainer):
         details = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if k != "pass")
         logger.info("Unlearning pass %d/%d (%s): %s", epoch, self.state.max_epochs, self.method.name, details)
         self.method.on_pass_completed(self)
+
+    def _totals_of_all_processes(self, totals: dict[str, float]) -> dict[str, float]:
+        """Sum the pass totals of all processes under ``torch.distributed``; return ``totals`` in a single process."""
+        if not self._distributed or idist.get_world_size() < 2:
+            return totals
+        # JSON strings, because the processes' totals may have different keys (a process without forget samples has
+        # no forget loss), and idist.all_gather gathers strings of any length.
+        merged: dict[str, float] = {}
+        for text in idist.all_gather(json.dumps(totals, sort_keys=True)):
+            for key, value in json.loads(text).items():
+                merged[key] = merged.get(key, 0.0) + float(value)
+        return merged
 
     def _start_pass(self, _: Any = None) -> None:
         # Runs after the STARTED handlers (so after CheckpointLoader) and before ignite creates the loader iterator,
@@ -417,28 +507,48 @@ class UnlearningTrainer(SupervisedTrainer):
     # ------------------------------------------------------------------------------------------------ setup
     def _ensure_ready(self) -> None:
         if self.original_network is None:
+            # A copy of the unwrapped module: no DDP wrapper (the frozen network takes no gradient step, so it needs no
+            # gradient all-reduce) and no compiled wrapper (compiled again below when the trainer compiles).
             original = frozen_copy(unwrap_network(self.network))
             if self._pending_original_state is not None:
                 original.load_state_dict(self._pending_original_state)
                 self._pending_original_state = None
-            self.original_network = original
+            self.original_network = self._prepare_original(original)
         if not self._method_ready:
             self.method.setup(self)
             self._method_ready = True
+            # A method's setup may change the network's modules, so the BatchNorm layers are listed after it.
+            self._batchnorm_modules = None
+
+    def _prepare_original(self, original: torch.nn.Module) -> torch.nn.Module:
+        """Freeze the original network and give it the trainable network's memory format and compilation."""
+        original.eval()
+        original.requires_grad_(False)
+        if self.memory_format is not None:
+            unwrap_network(original).to(memory_format=self.memory_format)
+        if self.compile and not hasattr(original, "_orig_mod"):
+            original = torch.compile(original, **self.compile_kwargs)
+            original.eval()
+        return original
+
+    def _batchnorm_layers(self) -> list[_BatchNorm]:
+        # Listed once instead of scanning the network's modules at every outer step.
+        # NOTE: a method that swaps BatchNorm modules after its setup must set _batchnorm_modules to None.
+        if self._batchnorm_modules is None:
+            self._batchnorm_modules = [m for m in self.network.modules() if isinstance(m, _BatchNorm)]
+        return self._batchnorm_modules
 
     def _apply_batchnorm_policy(self) -> None:
         self.network.train()
         if self.batchnorm == "train":
             return
-        for module in self.network.modules():
-            if isinstance(module, _BatchNorm):
-                module.eval()
+        for module in self._batchnorm_layers():
+            module.eval()
 
     def _drop_batchnorm_gradients(self) -> None:
-        for module in self.network.modules():
-            if isinstance(module, _BatchNorm):
-                for parameter in module.parameters(recurse=False):
-                    parameter.grad = None
+        for module in self._batchnorm_layers():
+            for parameter in module.parameters(recurse=False):
+                parameter.grad = None
 
     # ------------------------------------------------------------------------------------------------ batches
     def _prepare(self, batchdata: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -446,7 +556,10 @@ class UnlearningTrainer(SupervisedTrainer):
         inputs, targets = batch[0], batch[1]
         if targets is None:
             raise ValueError("The batch has no label; unlearning needs the labels of forget and retain samples.")
-        return _plain(inputs), _plain(targets)
+        inputs = _plain(inputs)
+        if self.memory_format is not None and inputs.dim() == (5 if self.memory_format == torch.channels_last_3d else 4):
+            inputs = inputs.contiguous(memory_format=self.memory_format)
+        return inputs, _plain(targets)
 
     def _region(self, batchdata: Any) -> torch.Tensor | None:
         if self.region_key is None:
@@ -459,6 +572,10 @@ class UnlearningTrainer(SupervisedTrainer):
         return _plain(batchdata[self.region_key]).to(self.state.device).bool()
 
     def _flags(self, batchdata: Any, batch_size: int) -> torch.Tensor:
+        """Return the batch's forget flags as booleans, where the loader left them (the CPU for collated batches).
+
+        They stay there so that the checks and the split below need no transfer from the device.
+        """
         if not isinstance(batchdata, dict) or self.forget_key not in batchdata:
             keys = sorted(batchdata) if isinstance(batchdata, dict) else type(batchdata).__name__
             raise ValueError(
@@ -475,7 +592,40 @@ class UnlearningTrainer(SupervisedTrainer):
             )
         if flags.numel() and not bool(((flags == 0) | (flags == 1)).all()):
             raise ValueError(f"Forget flags must be 0 or 1, got values {sorted(set(flags.tolist()))}.")
-        return flags.to(self.state.device).bool()
+        return flags.bool()
+
+    def _split_positions(self, flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the positions of the forget and of the retain samples, on the trainer's device.
+
+        Selecting with position tensors made from the flags where they are gives the same samples in the same order
+        as boolean-mask indexing on the device, without the device-to-host synchronisation that a boolean mask costs.
+        """
+        forget = flags.nonzero().reshape(-1)
+        retain = (~flags).nonzero().reshape(-1)
+        device = self.state.device
+        return forget.to(device, non_blocking=self.non_blocking), retain.to(device, non_blocking=self.non_blocking)
+
+    @staticmethod
+    def _select(tensor: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor | None:
+        return None if tensor is None else tensor.index_select(0, positions)
+
+    def _flag_split(
+        self, images: torch.Tensor, labels: torch.Tensor, region: torch.Tensor | None, flags: torch.Tensor, retain: bool
+    ) -> tuple[UnlearningBatch | None, UnlearningBatch | None]:
+        forget_positions, retain_positions = self._split_positions(flags)
+        self._last_split = (forget_positions, retain_positions)
+        forget_batch = retain_batch = None
+        if forget_positions.numel():
+            forget_batch = UnlearningBatch(
+                images=images.index_select(0, forget_positions),
+                labels=labels.index_select(0, forget_positions),
+                region=self._select(region, forget_positions),
+            )
+        if retain and retain_positions.numel():
+            retain_batch = UnlearningBatch(
+                images=images.index_select(0, retain_positions), labels=labels.index_select(0, retain_positions)
+            )
+        return forget_batch, retain_batch
 
     def _next_retain_batch(self) -> UnlearningBatch:
         if self._retain_iterator is None:
@@ -491,13 +641,16 @@ class UnlearningTrainer(SupervisedTrainer):
             batchdata = next(self._retain_iterator)  # type: ignore[arg-type]
         self._retain_batches_drawn += 1
         images, labels = self._prepare(batchdata)
-        return UnlearningBatch(images=images, labels=labels)
+        retain = UnlearningBatch(images=images, labels=labels)
+        # Batches of the training loader are checked whole in _split_batch; retain batches come from their own loader.
+        self._check_finite(retain, "retain")
+        return retain
 
     def _split_batch(self, batchdata: Any) -> tuple[UnlearningBatch | None, UnlearningBatch | None]:
         images, labels = self._prepare(batchdata)
         self._check_finite_batch(batchdata, images)
         region = self._region(batchdata)
-        self._last_images, self._last_labels, self._last_flags = images, labels, None
+        self._last_images, self._last_labels, self._last_split = images, labels, None
         if self.pairing == "loaders":
             if isinstance(batchdata, dict) and self.forget_key in batchdata:
                 flags = self._flags(batchdata, images.shape[0])
@@ -510,16 +663,9 @@ class UnlearningTrainer(SupervisedTrainer):
             retain = self._next_retain_batch() if self.method.uses_retain else None
             return forget, retain
         flags = self._flags(batchdata, images.shape[0])
-        self._last_flags = flags
-        forget = retain = None
-        if bool(flags.any()):
-            forget = UnlearningBatch(
-                images=images[flags], labels=labels[flags], region=None if region is None else region[flags]
-            )
-        if not bool(flags.all()):
-            keep = ~flags
-            retain = UnlearningBatch(images=images[keep], labels=labels[keep])
-        return forget, retain
+        # Without a retain term no retain batch is copied out of the training batch; _iteration still counts its
+        # retain samples from the split positions.
+        return self._flag_split(images, labels, region, flags, retain=self.method.uses_retain)
 
     def iterate_batches(self, retain: bool = True) -> Iterator[tuple[UnlearningBatch | None, UnlearningBatch | None]]:
         """Iterate once over the training data and yield ``(forget, retain)`` batches, outside the engine's loop.
@@ -542,13 +688,8 @@ class UnlearningTrainer(SupervisedTrainer):
                 images, labels = self._prepare(batchdata)
                 flags = self._flags(batchdata, images.shape[0])
                 region = self._region(batchdata)
-                forget = retain_batch = None
-                if bool(flags.any()):
-                    forget = UnlearningBatch(
-                        images=images[flags], labels=labels[flags], region=None if region is None else region[flags]
-                    )
-                if retain and not bool(flags.all()):
-                    retain_batch = UnlearningBatch(images=images[~flags], labels=labels[~flags])
+                forget, retain_batch = self._flag_split(images, labels, region, flags, retain=retain)
+                self._last_split = None
                 if forget is not None or retain_batch is not None:
                     yield forget, retain_batch
             return
@@ -603,18 +744,22 @@ class UnlearningTrainer(SupervisedTrainer):
         # Counted before the method's needs drop a side, so the pass summary shows what the loader delivered.
         forget_count = 0 if forget is None else len(forget)
         retain_count = 0 if retain is None else len(retain)
+        if engine._last_split is not None:
+            # Flag mode: the retain samples of the batch count even when no retain batch was built for them.
+            retain_count = int(engine._last_split[1].numel())
         if not engine.method.uses_forget:
             forget = None
         if not engine.method.uses_retain:
             retain = None
-        engine._check_finite(forget, "forget")
-        engine._check_finite(retain, "retain")
+        # The images were checked for NaN and infinite values whole in _split_batch, and retain batches of a retain
+        # loader when they were drawn, so the forget and retain sides need no second check here.
 
         engine._apply_batchnorm_policy()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
 
         output: dict[str, Any] = {}
-        if forget is None and retain is None:
+        has_work = forget is not None or retain is not None
+        if not engine._work_on_any_process(has_work):
             # A flag-mode batch with only retain samples while the method has no retain term: nothing to learn.
             # The batch's predictions still go out, so that the bundle's postprocessing and metrics find "pred".
             output.update(engine._predict_without_step())
@@ -624,12 +769,18 @@ class UnlearningTrainer(SupervisedTrainer):
             engine.fire_event(IterationEvents.MODEL_COMPLETED)
             return engine.state.output
 
-        if engine.amp and engine.scaler is not None:
+        if not has_work:
+            # Under torch.distributed another process has something to learn in this step: this one joins the gradient
+            # all-reduce with a zero gradient.
+            step, outputs = engine._zero_step()
+            output.update(outputs)
+        elif engine.amp and engine.scaler is not None:
             with torch.autocast("cuda", **engine.amp_kwargs):
                 step = engine.method.compute_loss(engine, forget, retain)
+            output.update(self._collect_outputs(forget, retain, step.forget_logits, step.retain_logits))
         else:
             step = engine.method.compute_loss(engine, forget, retain)
-        output.update(self._collect_outputs(forget, retain, step.forget_logits, step.retain_logits))
+            output.update(self._collect_outputs(forget, retain, step.forget_logits, step.retain_logits))
         engine.state.output = output
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
 
@@ -655,11 +806,38 @@ class UnlearningTrainer(SupervisedTrainer):
 
         output["forget_samples"] = forget_count
         output["retain_samples"] = retain_count
-        output.update(step.metrics)
-        engine._accumulate(step.metrics, forget_count, retain_count)
+        metrics = _scalar_metrics(step.metrics)
+        output.update(metrics)
+        engine._accumulate(metrics, forget_count, retain_count)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         # Return the attribute, not the local dict: MONAI's decollate handler replaces it at MODEL_COMPLETED.
         return engine.state.output
+
+    def _work_on_any_process(self, has_work: bool) -> bool:
+        """Return whether this process, or under ``torch.distributed`` any process, has something to learn.
+
+        Only flag-mode runs of methods that ignore one side can meet a batch with nothing to learn, so only they pay
+        for the all-reduce of the answer (one small collective per outer step).
+        """
+        if not self._distributed or self.pairing != "flag" or (self.method.uses_forget and self.method.uses_retain):
+            return has_work
+        if idist.get_world_size() < 2:
+            return has_work
+        return bool(idist.all_reduce(float(has_work), op="MAX"))
+
+    def _zero_step(self) -> tuple[StepOutput, dict[str, torch.Tensor]]:
+        """Return a loss with zero gradient for every parameter, and the current batch's outputs.
+
+        The network runs in eval mode, so that no BatchNorm running statistic moves, as in a step without work.
+        """
+        self.network.eval()
+        try:
+            logits = self.method.predict(self, self._last_images)
+        finally:
+            self._apply_batchnorm_policy()
+        loss = logits.float().sum() * 0.0
+        outputs = {Keys.IMAGE: self._last_images, Keys.LABEL: self._last_labels, Keys.PRED: logits.detach()}
+        return StepOutput(loss=loss), outputs
 
     def _predict_without_step(self) -> dict[str, torch.Tensor]:
         """Return image, label and pred of the current batch, predicted in eval mode so no BatchNorm statistic moves."""
@@ -698,11 +876,13 @@ class UnlearningTrainer(SupervisedTrainer):
         """
         has_forget = forget is not None and forget_logits is not None
         has_retain = retain is not None and retain_logits is not None
-        flags = self._last_flags
-        if self.pairing == "flag" and has_forget and has_retain and flags is not None:
-            pred = forget_logits.detach().new_empty((flags.shape[0], *forget_logits.shape[1:]))
-            pred[flags] = forget_logits.detach()
-            pred[~flags] = retain_logits.detach()
+        split = self._last_split
+        if self.pairing == "flag" and has_forget and has_retain and split is not None:
+            forget_positions, retain_positions = split
+            size = forget_positions.shape[0] + retain_positions.shape[0]
+            pred = forget_logits.detach().new_empty((size, *forget_logits.shape[1:]))
+            pred.index_copy_(0, forget_positions, forget_logits.detach())
+            pred.index_copy_(0, retain_positions, retain_logits.detach().to(pred.dtype))
             return {Keys.IMAGE: self._last_images, Keys.LABEL: self._last_labels, Keys.PRED: pred}
         if has_forget:
             return {Keys.IMAGE: forget.images, Keys.LABEL: forget.labels, Keys.PRED: forget_logits.detach()}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -67,11 +68,14 @@ def to_class_indices(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor
             f"Labels of shape {tuple(labels.shape)} do not match network output of shape {tuple(logits.shape)}: "
             f"expected class indices {target_shape}, indices with a channel dimension, or one-hot labels."
         )
-    if indices.numel() > 0 and (int(indices.min()) < 0 or int(indices.max()) >= num_classes):
-        raise ValueError(
-            f"Label values must be class indices in [0, {num_classes - 1}], got values in "
-            f"[{int(indices.min())}, {int(indices.max())}]. Check the label mapping and the network's out_channels."
-        )
+    if indices.numel() > 0:
+        # One transfer of both bounds, instead of one per bound.
+        low, high = torch.stack(torch.aminmax(indices)).tolist()
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"Label values must be class indices in [0, {num_classes - 1}], got values in [{low}, {high}]. "
+                "Check the label mapping and the network's out_channels."
+            )
     return indices
 
 
@@ -208,6 +212,7 @@ class BoundarySearch:
         self.top_k = top_k
         self.temperature = float(temperature)
         self.generator = generator
+        self._checked_network: weakref.ref | None = None
         self.exclude_classes = sorted(set(excluded))
         self._num_classes: int | None = None
         # Build one optimizer now so that invalid hyper-parameters fail at construction, not at the first batch.
@@ -229,13 +234,17 @@ class BoundarySearch:
             generator=self.generator,
         )
 
-    @staticmethod
-    def _check_frozen(network: torch.nn.Module) -> None:
+    def _check_frozen(self, network: torch.nn.Module) -> None:
+        # The trainer passes the same frozen network at every outer step, so it is checked at its first call only,
+        # instead of scanning its modules and parameters at every step.
+        if self._checked_network is not None and self._checked_network() is network:
+            return
         if any(module.training for module in network.modules()) or any(p.requires_grad for p in network.parameters()):
             raise ValueError(
                 "BoundarySearch needs the frozen original network (eval mode, no parameter gradients); "
                 "pass monai_unlearn.inner.frozen_copy(network) instead of the trainable network."
             )
+        self._checked_network = weakref.ref(network)
 
     def _per_sample_loss(
         self, logits: torch.Tensor, labels: torch.Tensor, region: torch.Tensor | None
@@ -302,8 +311,13 @@ class BoundarySearch:
         Returns:
             A :class:`BoundarySearchResult`.
 
+        The frozen network runs ``K + 1`` forward passes (one per inner step and one at the final points) and ``K``
+        backward passes that compute input gradients only. When every sample stops early, the logits of the last
+        forward pass label the points, without another pass.
+
         Raises:
-            ValueError: when the network is not frozen or the labels do not fit its output.
+            ValueError: when the network is not frozen (checked at the first call with each network) or the labels do
+                not fit its output.
         """
         self._check_frozen(network)
         anchor = images.detach()
@@ -318,7 +332,9 @@ class BoundarySearch:
         optimizer.set_anchor(points, anchor)
 
         target: torch.Tensor | None = None
-        inner_losses: list[float] = []
+        # Kept on the device and moved to the host together at the end, to avoid one synchronisation per step.
+        inner_losses: list[torch.Tensor] = []
+        final_logits: torch.Tensor | None = None
         steps_run = 0
         # With a single allowed class every boundary label is that class, so the search has nothing to decide.
         steps = 0 if self._single_allowed_class(network, points) else self.steps
@@ -333,9 +349,11 @@ class BoundarySearch:
                     region = self._normalise_region(region, target)
                 per_sample = self._per_sample_loss(logits, target, region)
                 (gradient,) = torch.autograd.grad(per_sample.sum(), points)
-            inner_losses.append(float(per_sample.detach().mean()))
+            inner_losses.append(per_sample.detach().mean())
             active = self._active(logits.detach(), target, region)
             if active is not None and not bool(active.any()):
+                # Every sample stopped at the current points, whose logits are at hand.
+                final_logits = logits.detach()
                 break
             previous = points.detach().clone() if active is not None else None
             points.grad = gradient
@@ -349,13 +367,14 @@ class BoundarySearch:
             if on_inner_step_completed is not None:
                 on_inner_step_completed(k)
 
-        with torch.no_grad():
-            final_logits = network(points.detach()).detach()
+        if final_logits is None:
+            with torch.no_grad():
+                final_logits = network(points.detach()).detach()
         if target is None:  # the search was skipped
             target = to_class_indices(labels, final_logits)
             region = self._normalise_region(region, target)
         if len(inner_losses) == steps_run:
-            inner_losses.append(float(self._per_sample_loss(final_logits, target, region).mean()))
+            inner_losses.append(self._per_sample_loss(final_logits, target, region).mean())
         labelling_logits = self._mask_excluded(final_logits)
         predicted = labelling_logits.argmax(dim=1)
         if predicted.ndim > 1 and region is not None:
@@ -366,14 +385,16 @@ class BoundarySearch:
             # Outside the forget region the soft target is the one-hot ground truth, as for the hard labels.
             one_hot = F.one_hot(target, soft_targets.shape[1]).movedim(-1, 1).to(soft_targets.dtype)
             soft_targets = torch.where(region.unsqueeze(1), soft_targets, one_hot)
+        flip_rate = flip_fraction.mean() if flip_fraction.numel() else flip_fraction.new_zeros(())
+        *loss_values, flip_rate_value = torch.stack([*inner_losses, flip_rate.to(inner_losses[0].dtype)]).tolist()
         return BoundarySearchResult(
             points=points.detach(),
             labels=predicted,
             soft_targets=soft_targets,
             logits=final_logits,
             flip_fraction=flip_fraction,
-            flip_rate=float(flip_fraction.mean()) if flip_fraction.numel() else 0.0,
-            inner_losses=inner_losses,
+            flip_rate=flip_rate_value,
+            inner_losses=loss_values,
             steps_run=steps_run,
         )
 

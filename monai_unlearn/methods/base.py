@@ -47,13 +47,15 @@ class StepOutput:
         loss: scalar loss to minimise, attached to the trainable network's graph.
         forget_logits: trainable network's outputs on the forget batch (detached by the trainer), or None.
         retain_logits: trainable network's outputs on the retain batch, or None.
-        metrics: scalar diagnostics of this step, such as ``forget_loss``, ``retain_loss`` and ``flip_rate``.
+        metrics: scalar diagnostics of this step, such as ``forget_loss``, ``retain_loss`` and ``flip_rate``, as
+            floats or 0-d tensors. The trainer turns them into floats after the optimizer step, moving all tensor
+            values to the host in one transfer.
     """
 
     loss: torch.Tensor
     forget_logits: torch.Tensor | None = None
     retain_logits: torch.Tensor | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float | torch.Tensor] = field(default_factory=dict)
 
 
 class UnlearningMethod:

@@ -243,7 +243,8 @@ class BoundaryUnlearning(UnlearningMethod):
     ) -> StepOutput:
         if self.search is None:
             raise RuntimeError("BoundaryUnlearning.setup must run before compute_loss.")
-        metrics: dict[str, float] = {}
+        # Loss values stay tensors; the trainer moves all metrics to the host in one transfer after the step.
+        metrics: dict[str, float | torch.Tensor] = {}
         loss: torch.Tensor | None = None
         forget_logits = retain_logits = None
 
@@ -264,7 +265,7 @@ class BoundaryUnlearning(UnlearningMethod):
             else:
                 loss_f = forget_loss(forget_logits, boundary_labels=result.labels, voxel_weights=weights)
             loss = loss_f
-            metrics["forget_loss"] = float(loss_f.detach())
+            metrics["forget_loss"] = loss_f.detach()
             metrics["flip_rate"] = result.flip_rate
             metrics["inner_loss_start"] = result.inner_losses[0]
             metrics["inner_loss_end"] = result.inner_losses[-1]
@@ -277,7 +278,7 @@ class BoundaryUnlearning(UnlearningMethod):
                 loss_r = retain_loss(retain_logits, teacher_logits=teacher, temperature=self.settings["distill_temperature"])
             else:
                 loss_r = retain_loss(retain_logits, labels=to_class_indices(retain.labels, retain_logits))
-            metrics["retain_loss"] = float(loss_r.detach())
+            metrics["retain_loss"] = loss_r.detach()
             loss = self.retain_weight * loss_r if loss is None else loss + self.retain_weight * loss_r
 
         if loss is None:

@@ -194,3 +194,29 @@ def test_metadata_passes_bundle_schema():
     from monai_unlearn.bundle.metadata import verify_bundle_metadata
 
     verify_bundle_metadata(BUNDLE / "configs" / "metadata.json")
+
+
+def test_revise_command_forgets_cases(bundle: Path):
+    from test_revise_bundles import monai_unlearn_cli
+
+    lines = (bundle / "data" / "deletion_request.txt").read_text().splitlines()
+    request = [line for line in lines if line and not line.startswith("#")]
+    assert request, "the small datalist should come with a deletion request"
+    original_sha = sha256_file(bundle / "models" / "model.pt")
+    version_before = json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
+    rule = "case_id in {" + ", ".join(repr(case_id) for case_id in request) + "}"
+
+    monai_unlearn_cli(
+        "revise", str(bundle), "--forget", rule, "--method", "psg_retain", "--epsilon", "0.05", "--box", "0,1", "--passes", "1",
+        *("--set", "batch_size=2"),
+    )
+
+    kept = bundle / "models" / f"model.original-{original_sha[:12]}.pt"
+    assert kept.is_file(), f"the original checkpoint should be kept as {kept.name}"
+    assert sha256_file(kept) == original_sha, "the kept original must be byte-identical to the trained checkpoint"
+    assert sha256_file(bundle / "models" / "model.pt") != original_sha, "the revision should change the weights"
+    metadata_text = (bundle / "configs" / "metadata.json").read_text()
+    metadata = json.loads(metadata_text)
+    assert metadata["version"] != version_before, f"the revision should bump the version from {version_before}"
+    leaked = [case_id for case_id in request if case_id in metadata_text]
+    assert not leaked, f"the changelog must not show forgotten case IDs in clear: {leaked}"

@@ -29,7 +29,7 @@ from monai_unlearn.metrics import SegmenterEvaluation, case_loss_mia, evaluate_s
 from monai_unlearn.transforms import ForgetRule
 from monai_unlearn.utils import atomic_write_json, atomic_write_text, sha256_file
 
-from .report import UnlearningReport
+from .report import UnlearningReport, _cell, _change
 
 __all__ = ["SegmentationUnlearningReport", "format_segmentation_markdown"]
 
@@ -309,20 +309,6 @@ def _gaps(model: dict[str, Any], oracle: dict[str, Any]) -> dict[str, float]:
     dice_gaps = [value for key, value in gaps.items() if "dice" in key]
     gaps["mean_dice_gap"] = float(np.mean(dice_gaps)) if dice_gaps else float("nan")
     return gaps
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
-def _change(before: Any, after: Any) -> str:
-    if isinstance(before, (int, float)) and isinstance(after, (int, float)):
-        return f"{after - before:+.4f}"
-    return ""
 
 
 def _summary_lines(report: dict[str, Any]) -> list[str]:

@@ -207,6 +207,8 @@ def build_overlay(
         "checkpoint_path": "@unlearn#checkpoint",
     }
     handlers = ["@unlearn#load_original", "@unlearn#revision_saver"]
+    # NOTE: the generated report evaluates a classifier. A segmentation bundle needs its own overlay with
+    # SegmentationUnlearningReport (see bundles/hippocampus_segmentation/configs/unlearn.json), or --no-report.
     with_report = report and layout.validation_loader_id is not None
     if with_report:
         unlearn["report"] = {

@@ -217,6 +217,18 @@ def test_record_revision_puts_entry_first(tmp_path: Path):
     assert list(written) == ["version", "changelog", "task"], "the other keys keep their order"
 
 
+def test_record_revision_keeps_indentation(tmp_path: Path):
+    meta = tmp_path / "metadata.json"
+    original = {"version": "1.0.0", "changelog": {"1.0.0": "first"}, "task": "t", "authors": ["a", "b"]}
+    meta.write_text(json.dumps(original, indent=4) + "\n")
+    record_revision(meta, "revised", "patch")
+    before = (json.dumps(original, indent=4) + "\n").splitlines()
+    after = meta.read_text().splitlines()
+    assert after[0] == "{" and after[1].startswith("    \"version\""), f"4-space indentation should stay: {after[:2]}"
+    unchanged = [line for line in before if line in after]
+    assert len(unchanged) == len(before) - 1, f"only the version line should change, kept {len(unchanged)} of {len(before)}"
+
+
 def test_identifiers_are_not_recorded_in_clear():
     text = describe_rule_for_record("case_id in {'hippocampus_001', 'hippocampus_017'} or site == 'B'")
     assert "hippocampus_001" not in text, f"case IDs leaked: {text}"

@@ -25,7 +25,7 @@ from typing import Any
 
 from monai_unlearn.transforms import FieldEquals, FieldIn, FieldMatches, ForgetRule, as_rule
 from monai_unlearn.transforms.rules import AllOf, Not
-from monai_unlearn.utils import atomic_write_json, sha256_file
+from monai_unlearn.utils import atomic_write_text, sha256_file
 
 __all__ = [
     "DEFAULT_METADATA_SCHEMA",
@@ -184,7 +184,8 @@ def record_revision(
     if not path.is_file():
         raise FileNotFoundError(f"Bundle metadata {str(path)!r} not found; pass the bundle's configs/metadata.json.")
     try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
+        original_text = path.read_text(encoding="utf-8")
+        metadata = json.loads(original_text)
     except json.JSONDecodeError as error:
         raise ValueError(f"Bundle metadata {str(path)!r} is not valid JSON ({error}); fix the file.") from error
     if not isinstance(metadata, dict):
@@ -213,8 +214,18 @@ def record_revision(
             updated[key] = value
     updated.setdefault("version", version)
     updated.setdefault("changelog", {version: entry})
-    atomic_write_json(path, updated)
+    # Keep the file's own indentation, so that the bundle's version control shows only the changed lines.
+    atomic_write_text(path, json.dumps(updated, indent=_json_indent(original_text), default=str) + "\n")
     return version
+
+
+def _json_indent(text: str) -> int:
+    """Return the indentation width of the first indented line of a JSON text, 2 when no line is indented."""
+    for line in text.splitlines():
+        stripped = line.lstrip(" ")
+        if stripped and len(stripped) < len(line):
+            return len(line) - len(stripped)
+    return 2
 
 
 def verify_bundle_metadata(

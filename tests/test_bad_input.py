@@ -100,7 +100,7 @@ def real_dicom_bytes() -> bytes:
 
 
 def test_empty_forget_set(bundle: Bundle):
-    with pytest.raises(PreflightError, match=r"'label in \[7\]' matches none of the 181 datalist entries"):
+    with pytest.raises(PreflightError, match=r'"label in \[7\]" matches none of the 181 datalist entries'):
         bundle.revise(ForgetRequest(rule="label in {7}", method="psg", method_kwargs={"epsilon": 0.1}))
     bundle.assert_unchanged()
 

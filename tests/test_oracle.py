@@ -131,6 +131,15 @@ def test_damaged_entry_is_retrained(oracle, bundle, dataset_override, tmp_path):
     assert plan_oracle(bundle, **arguments).cached is None, "an entry without its key file is incomplete"
 
 
+def test_failed_training_names_cause(bundle, dataset_override, tmp_path):
+    arguments = dict(cache_dir=tmp_path / "cache", overrides={**dataset_override, **ORACLE_EPOCHS})
+
+    with pytest.raises(RuntimeError, match=r"Cause: ValueError: The forget rule .* matches none") as info:
+        train_oracle(bundle, forget_rule="label in {7}", environment=ENVIRONMENT, **arguments)
+
+    assert "Values present: label:" in str(info.value), f"the cause should list the labels present: {info.value}"
+
+
 def test_plan_rejects_missing_seed_key(bundle, dataset_override):
     with pytest.raises(KeyError, match="no seed key 'random_seed'"):
         plan_oracle(bundle, seed_key="random_seed", overrides=dataset_override)

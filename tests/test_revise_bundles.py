@@ -165,7 +165,7 @@ def test_cli_reports_bad_rule_in_one_line(trained_flat_bundle: Path, tmp_path: P
     bundle = copy_trained_bundle(trained_flat_bundle, tmp_path / "flat")
     result = monai_unlearn_cli("revise", str(bundle), "--forget", "label in {7}", "--epsilon", "0.1", check=False)
     assert result.returncode == 1, f"a bad rule should exit with 1, got {result.returncode}"
-    assert "monai-unlearn revise: error: The forget rule 'label in [7]' matches none" in result.stderr, result.stderr
+    assert "monai-unlearn revise: error: The forget rule \"label in [7]\" matches none" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, "bad input should not print a traceback"
 
 

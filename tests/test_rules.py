@@ -558,6 +558,11 @@ DATALIST = [
 ]
 
 
+def test_single_equals_suggests_comparison():
+    with pytest.raises(ValueError, match="Compare with '==', not '='"):
+        parse_rule("Manufacturer = 'SIEMENS'")
+
+
 def test_split_datalist_keeps_order():
     forget, retain = split_datalist(DATALIST, "label in {1}")
 
@@ -573,12 +578,29 @@ def test_split_datalist_returns_copies():
 
 
 def test_split_datalist_rejects_rule_matching_nothing():
-    with pytest.raises(ValueError, match=re.escape("'site == 'Z'' matches none of the 4 datalist entries")):
+    with pytest.raises(ValueError, match=re.escape('"site == \'Z\'" matches none of the 4 datalist entries')):
         split_datalist(DATALIST, "site == 'Z'")
 
 
+def test_empty_split_lists_present_values():
+    with pytest.raises(ValueError, match=re.escape("Values present: site: 'A', 'B'.")):
+        split_datalist(DATALIST, "site == 'Z'")
+
+
+def test_empty_split_hides_identifier_values():
+    datalist = [{**entry, "case_id": f"patient_{index}"} for index, entry in enumerate(DATALIST)]
+
+    with pytest.raises(ValueError) as info:
+        split_datalist(datalist, "case_id in {'patient_9'}")
+
+    message = str(info.value)
+    assert "case_id: 4 distinct values (not shown" in message, f"identifier values should be counted: {message}"
+    assert "patient_0" not in message, f"an identifier leaked into the error message: {message}"
+    assert "patient_9" not in message, f"the rule's own identifier leaked into the error message: {message}"
+
+
 def test_split_datalist_rejects_rule_matching_everything():
-    with pytest.raises(ValueError, match=re.escape("'label in [0, 1]' matches all 4 datalist entries")):
+    with pytest.raises(ValueError, match=re.escape('"label in [0, 1]" matches all 4 datalist entries')):
         split_datalist(DATALIST, "label in {0, 1}")
 
 

@@ -86,7 +86,7 @@ def test_tag_forget_allow_missing_keys_retains(caplog):
 
 
 def test_tag_forget_datalist_rejects_rule_matching_nothing():
-    with pytest.raises(ValueError, match=re.escape("'site == 'Z'' matches none of the 4 datalist entries")):
+    with pytest.raises(ValueError, match=re.escape('"site == \'Z\'" matches none of the 4 datalist entries')):
         TagForgetd("site == 'Z'", datalist=DATALIST)
 
 

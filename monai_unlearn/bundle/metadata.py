@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_unlearn.transforms import FieldEquals, FieldIn, FieldMatches, ForgetRule, as_rule
-from monai_unlearn.transforms.rules import AllOf, Not
+from monai_unlearn.transforms.rules import IDENTIFYING_FIELD, AllOf, Not
 from monai_unlearn.utils import atomic_write_text, sha256_file
 
 __all__ = [
@@ -40,11 +40,7 @@ __all__ = [
 DEFAULT_METADATA_SCHEMA = Path(__file__).resolve().parent / "schemas" / "bundle_metadata_schema.json"
 
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
-# Fields whose values identify a person, a study or a file; a record shows how many values, never the values.
-_IDENTIFYING_FIELD = re.compile(
-    r"(^|_)(ids?|uids?)$|patient|subject|case|accession|mrn|birth|uid$|instance|filename|file$|path$|^image$",
-    re.IGNORECASE,
-)
+_IDENTIFYING_FIELD = IDENTIFYING_FIELD
 # Metrics copied from the report into the changelog, in this order.
 _RECORDED_METRICS = ("forget_accuracy", "retain_accuracy", "accuracy", "forget_dice", "retain_dice", "dice")
 

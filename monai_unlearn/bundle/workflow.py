@@ -407,7 +407,7 @@ def revise(
     checkpoint_path = _bundle_file(bundle, checkpoint)
     if not checkpoint_path.is_file():
         raise FileNotFoundError(
-            f"Checkpoint {str(checkpoint_path)!r} not found; train the bundle first or pass the checkpoint to revise."
+            f"Checkpoint {str(checkpoint_path)!r} not found; train the bundle first or pass the checkpoint with --checkpoint."
         )
     work = _bundle_file(bundle, work_dir)
     config = load_bundle_config(files)

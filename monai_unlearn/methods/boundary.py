@@ -134,7 +134,8 @@ class BoundaryUnlearning(UnlearningMethod):
         if epsilon is None:
             raise ValueError(
                 f"Preset {preset!r} needs epsilon, the search radius in the units the network sees "
-                "(for example 8/255 for images scaled to [0, 1]); set it in the method settings."
+                "(for example 8/255 for images scaled to [0, 1]); set it in the method settings (--epsilon of "
+                "monai-unlearn revise)."
             )
         defaults: dict[str, Any] = dict(
             steps=1,

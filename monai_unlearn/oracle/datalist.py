@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from monai_unlearn.transforms import ForgetRule, MissingFieldError, as_rule, split_datalist
+from monai_unlearn.transforms.rules import describe_rule_for_message
 
 __all__ = ["retain_entries"]
 
@@ -46,7 +47,7 @@ def retain_entries(
             retained.append(dict(entry))
     if datalist and not retained:
         raise ValueError(
-            f"The forget rule '{rule.describe()}' matches all {len(datalist)} datalist entries: nothing would be "
-            "retained. Narrow the rule."
+            f"The forget rule {describe_rule_for_message(rule)} matches all {len(datalist)} datalist entries: nothing "
+            "would be retained. Narrow the rule."
         )
     return retained

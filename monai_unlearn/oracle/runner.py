@@ -14,6 +14,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,8 @@ from monai_unlearn.transforms import as_rule
 from monai_unlearn.utils import atomic_write_json
 
 from .cache import OracleCache, OracleKey
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
 
 __all__ = [
     "DEFAULT_CONFIG_FILES",
@@ -256,8 +259,11 @@ def _run_bundle(plan: OraclePlan, timeout: float | None, environment: Mapping[st
     log_file.write_text(output, encoding="utf-8")
     if result.returncode != 0:
         tail = "\n".join(output.splitlines()[-25:])
+        # In a chained traceback the first exception line is the root cause; the last is the bundle parser's wrapper.
+        causes = [line for line in output.splitlines() if _EXCEPTION_LINE.match(line)]
+        cause = f" Cause: {causes[0]}" if causes else ""
         raise RuntimeError(
-            f"Training the retrain oracle failed (exit code {result.returncode}); the full log is {log_file}. "
+            f"Training the retrain oracle failed (exit code {result.returncode}); the full log is {log_file}.{cause} "
             f"Last lines:\n{tail}"
         )
     return seconds, str(log_file.name)

@@ -469,7 +469,8 @@ def parse_rule(expression: str) -> ForgetRule:
     try:
         tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as error:
-        raise ValueError(f"Invalid forget rule {expression!r}: {error.msg}.") from error
+        hint = " Compare with '==', not '='." if re.search(r"(?<![=!<>])=(?!=)", expression) else ""
+        raise ValueError(f"Invalid forget rule {expression!r}: {error.msg}.{hint}") from error
     return _build(tree.body, expression)
 
 
@@ -480,6 +481,42 @@ def as_rule(rule: ForgetRule | str | Callable[[Mapping[str, Any]], bool]) -> For
     if isinstance(rule, str):
         return parse_rule(rule)
     raise TypeError(f"Expected a ForgetRule or a rule expression string, got {type(rule).__name__}.")
+
+
+#: Fields whose values identify a person, a study or a file. Messages and records show how many values such a field
+#: has, never the values.
+IDENTIFYING_FIELD = re.compile(
+    r"(^|_)(ids?|uids?)$|patient|subject|case|accession|mrn|birth|uid$|instance|filename|file$|path$|^image$",
+    re.IGNORECASE,
+)
+
+
+def describe_present_values(datalist: Sequence[Mapping[str, Any]], fields: Sequence[str], limit: int = 10) -> str:
+    """Describe the values that ``fields`` take in ``datalist``, for an error message about a rule that selects nothing.
+
+    At most ``limit`` values are listed per field. Values of identifying fields (see :data:`IDENTIFYING_FIELD`) are
+    only counted, so that no identifier reaches a log.
+    """
+    parts = []
+    for field in fields:
+        values = {repr(entry[field]) for entry in datalist if isinstance(entry, Mapping) and field in entry}
+        if not values:
+            parts.append(f"{field}: no entry has it")
+        elif IDENTIFYING_FIELD.search(field):
+            parts.append(f"{field}: {len(values)} distinct values (not shown, they identify people or files)")
+        else:
+            shown = sorted(values)[:limit]
+            more = f" and {len(values) - limit} more" if len(values) > limit else ""
+            parts.append(f"{field}: {', '.join(shown)}{more}")
+    return "Values present: " + "; ".join(parts) + "." if parts else ""
+
+
+def describe_rule_for_message(rule: ForgetRule) -> str:
+    """Quote a rule for an error message, or name only its fields when one of them identifies people or files."""
+    fields = rule.fields()
+    if any(IDENTIFYING_FIELD.search(field) for field in fields):
+        return f"on {', '.join(fields)} (values not shown)"
+    return f'"{rule.describe()}"'
 
 
 def split_datalist(
@@ -515,13 +552,14 @@ def split_datalist(
         (forget if selected else retain).append(dict(entry))
     if not forget:
         extra = f" ({missing} entries lack the fields {rule.fields()})" if missing else ""
+        described = describe_rule_for_message(rule)
         raise ValueError(
-            f"The forget rule '{rule.describe()}' matches none of the {len(datalist)} datalist entries{extra}; "
-            "check the field names and values."
+            f"The forget rule {described} matches none of the {len(datalist)} datalist entries{extra}; check the field "
+            f"names and values. {describe_present_values(datalist, rule.fields())}"
         )
     if not retain:
         raise ValueError(
-            f"The forget rule '{rule.describe()}' matches all {len(datalist)} datalist entries: nothing would be "
+            f"The forget rule {describe_rule_for_message(rule)} matches all {len(datalist)} datalist entries: nothing would be "
             "retained. Narrow the rule, or retrain from scratch instead of unlearning."
         )
     return forget, retain

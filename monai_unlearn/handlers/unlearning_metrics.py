@@ -92,6 +92,14 @@ def _short(metrics: Mapping[str, Any]) -> str:
     return ", ".join(f"{key} {value:.4f}" for key, value in metrics.items() if isinstance(value, float))
 
 
+def _log_relearn(logger: logging.Logger, subject: str, relearn: dict[str, Any]) -> None:
+    """Log the relearn time of a model, or that the forget metric did not come back within the step budget."""
+    if relearn.get("steps") is None:
+        logger.info("%s did not relearn the forget set within the step budget.", subject)
+    else:
+        logger.info("%s relearned the forget set in %s steps.", subject, relearn["steps"])
+
+
 class UnlearningMetrics:
     """Evaluate the original, per-pass, revised and oracle networks on the forget, retain and test splits.
 
@@ -248,10 +256,7 @@ class UnlearningMetrics:
             relearn = self._relearn(oracle, engine)
             if relearn is not None:
                 self.record.relearn["oracle"] = relearn
-                self.logger.info(
-                    "The retrain oracle relearned the forget set in %s steps (None: not within the budget).",
-                    relearn["steps"],
-                )
+                _log_relearn(self.logger, "The retrain oracle", relearn)
             del oracle
 
     def _evaluate_current(self, engine: Engine, name: str) -> ModelEvaluation:
@@ -285,7 +290,4 @@ class UnlearningMetrics:
         relearn = self._relearn(self._network(engine), engine)
         if relearn is not None:
             self.record.relearn["revised"] = relearn
-            self.logger.info(
-                "The revised model relearned the forget set in %s steps (None: not within the budget).",
-                relearn["steps"],
-            )
+            _log_relearn(self.logger, "The revised model", relearn)

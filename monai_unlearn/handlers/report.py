@@ -449,7 +449,7 @@ def format_report_markdown(report: dict[str, Any]) -> str:
     method = report.get("method") or {}
     if method:
         settings = ", ".join(f"{k}={v}" for k, v in method.items() if k not in ("name",) and v is not None)
-        lines.append(f"- Method: `{method.get('preset', method.get('name'))}` ({settings})")
+        lines.append(f"- Method: `{method.get('preset', method.get('name'))}`" + (f" ({settings})" if settings else ""))
     if report.get("forget_rule"):
         lines.append(f"- Forget rule: `{report['forget_rule']}`")
     if report.get("flip_rate") is not None:

@@ -316,7 +316,7 @@ def _summary_lines(report: dict[str, Any]) -> list[str]:
     method = report.get("method") or {}
     if method:
         settings = ", ".join(f"{k}={v}" for k, v in method.items() if k != "name" and v is not None)
-        lines.append(f"- Method: `{method.get('preset', method.get('name'))}` ({settings})")
+        lines.append(f"- Method: `{method.get('preset', method.get('name'))}`" + (f" ({settings})" if settings else ""))
     if report.get("forget_rule"):
         lines.append(f"- Forget rule: `{report['forget_rule']}`")
     section = report.get("segmentation") or {}

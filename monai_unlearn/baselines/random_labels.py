@@ -73,18 +73,31 @@ class RandomLabels(BaselineMethod):
     def compute_loss(
         self, trainer: UnlearningTrainer, forget: UnlearningBatch | None, retain: UnlearningBatch | None
     ) -> StepOutput:
-        metrics: dict[str, float] = {}
-        loss = None
-        forget_logits = retain_logits = None
-        if forget is not None and len(forget) > 0:
-            loss, forget_logits = random_label_loss(trainer, forget, self)
-            metrics["forget_loss"] = float(loss.detach())
-        if retain is not None and len(retain) > 0 and self.uses_retain:
-            retain_logits = trainer.network(retain.images)
-            retain_ce = position_cross_entropy(retain_logits, self.targets(retain, retain_logits))
-            metrics["retain_loss"] = float(retain_ce.detach())
-            weighted = self.retain_weight * retain_ce
-            loss = weighted if loss is None else loss + weighted
-        if loss is None:
-            raise ValueError(f"{self.name}: an outer step got neither a forget sample nor a retain sample.")
-        return StepOutput(loss=loss, forget_logits=forget_logits, retain_logits=retain_logits, metrics=metrics)
+        return random_label_step(self, trainer, forget, retain)
+
+
+def random_label_step(
+    method: BaselineMethod, trainer: UnlearningTrainer, forget: UnlearningBatch | None, retain: UnlearningBatch | None
+) -> StepOutput:
+    """Compute the random-label loss of the forget batch plus ``method.retain_weight`` times the retain cross-entropy.
+
+    Shared by :class:`RandomLabels` and SalUn, which trains towards the same targets through a saliency mask.
+
+    Raises:
+        ValueError: when the step has neither a forget sample nor a retain sample.
+    """
+    metrics: dict[str, float] = {}
+    loss = None
+    forget_logits = retain_logits = None
+    if forget is not None and len(forget) > 0:
+        loss, forget_logits = random_label_loss(trainer, forget, method)
+        metrics["forget_loss"] = float(loss.detach())
+    if retain is not None and len(retain) > 0 and method.uses_retain:
+        retain_logits = trainer.network(retain.images)
+        retain_ce = position_cross_entropy(retain_logits, method.targets(retain, retain_logits))
+        metrics["retain_loss"] = float(retain_ce.detach())
+        weighted = method.retain_weight * retain_ce
+        loss = weighted if loss is None else loss + weighted
+    if loss is None:
+        raise ValueError(f"{method.name}: an outer step got neither a forget sample nor a retain sample.")
+    return StepOutput(loss=loss, forget_logits=forget_logits, retain_logits=retain_logits, metrics=metrics)

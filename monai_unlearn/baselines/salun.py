@@ -37,10 +37,9 @@ from .common import (
     check_number,
     forget_positions,
     functional_gradients,
-    position_cross_entropy,
     sample_cross_entropy,
 )
-from .random_labels import random_label_loss
+from .random_labels import random_label_step
 
 if TYPE_CHECKING:
     from monai_unlearn.engines.unlearning_trainer import UnlearningTrainer
@@ -157,21 +156,7 @@ class SalUn(BaselineMethod):
         self, trainer: UnlearningTrainer, forget: UnlearningBatch | None, retain: UnlearningBatch | None
     ) -> StepOutput:
         self.reset_non_salient(trainer)
-        metrics: dict[str, float] = {}
-        loss = None
-        forget_logits = retain_logits = None
-        if forget is not None and len(forget) > 0:
-            loss, forget_logits = random_label_loss(trainer, forget, self)
-            metrics["forget_loss"] = float(loss.detach())
-        if retain is not None and len(retain) > 0 and self.uses_retain:
-            retain_logits = trainer.network(retain.images)
-            retain_ce = position_cross_entropy(retain_logits, self.targets(retain, retain_logits))
-            metrics["retain_loss"] = float(retain_ce.detach())
-            weighted = self.retain_weight * retain_ce
-            loss = weighted if loss is None else loss + weighted
-        if loss is None:
-            raise ValueError(f"{self.name}: an outer step got neither a forget sample nor a retain sample.")
-        return StepOutput(loss=loss, forget_logits=forget_logits, retain_logits=retain_logits, metrics=metrics)
+        return random_label_step(self, trainer, forget, retain)
 
     def before_optimizer_step(self, trainer: UnlearningTrainer) -> None:
         masks = self._check_masks()

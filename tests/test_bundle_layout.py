@@ -224,7 +224,8 @@ def test_record_revision_keeps_indentation(tmp_path: Path):
     record_revision(meta, "revised", "patch")
     before = (json.dumps(original, indent=4) + "\n").splitlines()
     after = meta.read_text().splitlines()
-    assert after[0] == "{" and after[1].startswith("    \"version\""), f"4-space indentation should stay: {after[:2]}"
+    assert after[0] == "{", f"the file should still start with an object: {after[:1]}"
+    assert after[1].startswith("    \"version\""), f"4-space indentation should stay: {after[:2]}"
     unchanged = [line for line in before if line in after]
     assert len(unchanged) == len(before) - 1, f"only the version line should change, kept {len(unchanged)} of {len(before)}"
 

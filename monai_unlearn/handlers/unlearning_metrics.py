@@ -114,7 +114,7 @@ class UnlearningMetrics:
     :class:`~monai_unlearn.handlers.UnlearningReport`.
 
     Note:
-        The "original" is whatever network the engine holds at ``STARTED``. A run resumed from a checkpoint of a
+        The "original" is whatever network the engine has at ``STARTED``. A run resumed from a checkpoint of a
         partial revision therefore reports that partial revision as the original. Under ``torch.distributed`` each
         process evaluates its own loaders, so give every process the whole evaluation splits.
 

@@ -5,7 +5,7 @@
 The oracle overlay (``configs/oracle.json`` in the example bundle) removes the forget set from the training (and
 validation) datalist and sends the checkpoints to ``oracle#output_dir``. Everything else is the bundle's
 ``train.json``. :func:`plan_oracle` computes the cache key without training; :func:`train_oracle` trains the oracle
-with ``python -m monai.bundle run`` unless the cache already holds it.
+with ``python -m monai.bundle run`` unless the cache already contains it.
 """
 
 from __future__ import annotations

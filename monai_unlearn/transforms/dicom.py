@@ -367,7 +367,7 @@ class ReadDicomHeaderd(MapTransform):
             path = d[key]
             if not isinstance(path, (str, os.PathLike)):
                 raise TypeError(
-                    f"ReadDicomHeaderd reads the file path at key {key!r}, but it holds a {type(path).__name__}. "
+                    f"ReadDicomHeaderd reads the file path at key {key!r}, but it contains a {type(path).__name__}. "
                     "Put ReadDicomHeaderd before LoadImaged."
                 )
             for keyword, value in self.read_attributes(path).items():

@@ -174,32 +174,38 @@ def make_modality_network() -> torch.nn.Module:
     return DenseNet(spatial_dims=2, in_channels=1, out_channels=3, init_features=8, growth_rate=8, block_config=(2, 2))
 
 
+def train_modality_network(entries: list[dict], seed: int) -> torch.nn.Module:
+    """Train :func:`make_modality_network` on ``entries`` (Adam 3e-3, 15 epochs, batches of 32) and return it in eval
+    mode; ``seed`` fixes the initial weights and the batch order."""
+    images = torch.stack([e["image"] for e in entries])
+    labels = torch.tensor([e["label"] for e in entries])
+    torch.manual_seed(seed)
+    network = make_modality_network()
+    optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
+    order_generator = torch.Generator().manual_seed(seed)
+    for _ in range(15):
+        network.train()
+        order = torch.randperm(len(images), generator=order_generator)
+        for start in range(0, len(images), 32):
+            batch = order[start : start + 32]
+            loss = F.cross_entropy(network(images[batch]), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return network.eval()
+
+
 @pytest.fixture(scope="session")
 def modality_classifier(modality_small: dict) -> ModalityClassifier:
     """Train the modality DenseNet for a few seconds (seeded, one thread) and check that it learned the classes."""
     train = load_modality_split(modality_small, "training")
     test = load_modality_split(modality_small, "test")
-    images = torch.stack([e["image"] for e in train])
-    labels = torch.tensor([e["label"] for e in train])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(0)
-        network = make_modality_network()
-        optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
-        order_generator = torch.Generator().manual_seed(0)
-        for _ in range(15):
-            network.train()
-            order = torch.randperm(len(images), generator=order_generator)
-            for start in range(0, len(images), 32):
-                batch = order[start : start + 32]
-                loss = F.cross_entropy(network(images[batch]), labels[batch])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+        network = train_modality_network(train, seed=0)
     finally:
         torch.set_num_threads(threads)
-    network.eval()
     test_images = torch.stack([e["image"] for e in test])
     test_labels = torch.tensor([e["label"] for e in test])
     with torch.no_grad():

@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from monai.data import DataLoader, Dataset
 from PIL import Image
 
-from conftest import make_modality_network
+from conftest import train_modality_network
 from monai_unlearn.engines import UnlearningTrainer
 from monai_unlearn.handlers import (
     AuditManifest,
@@ -57,22 +56,7 @@ class LogCollector(logging.Handler):
 
 
 def train_on(entries: list[dict]) -> torch.nn.Module:
-    images = torch.stack([e["image"] for e in entries])
-    labels = torch.tensor([e["label"] for e in entries])
-    torch.manual_seed(1)
-    network = make_modality_network()
-    optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(1)
-    for _ in range(15):
-        network.train()
-        order = torch.randperm(len(images), generator=generator)
-        for start in range(0, len(images), 32):
-            batch = order[start : start + 32]
-            loss = F.cross_entropy(network(images[batch]), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return network.eval()
+    return train_modality_network(entries, seed=1)
 
 
 @dataclass

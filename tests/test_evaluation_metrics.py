@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from ignite.engine import Events
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator
 
-from conftest import make_modality_network
+from conftest import train_modality_network
 from monai_unlearn.metrics import (
     CostMonitor,
     ForgetSplitAccuracy,
@@ -53,22 +52,7 @@ def tagged_loader(entries: list[dict], batch_size: int = 32) -> DataLoader:
 def network_without_forget_class(modality_classifier) -> torch.nn.Module:
     """The modality DenseNet trained like the fixture's but on the retain classes only: a small retrain oracle."""
     retain = [e for e in modality_classifier.train if e["label"] != FORGET_CLASS]
-    images = torch.stack([e["image"] for e in retain])
-    labels = torch.tensor([e["label"] for e in retain])
-    torch.manual_seed(0)
-    network = make_modality_network()
-    optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
-    order_generator = torch.Generator().manual_seed(0)
-    for _ in range(15):
-        network.train()
-        order = torch.randperm(len(images), generator=order_generator)
-        for start in range(0, len(images), 32):
-            batch = order[start : start + 32]
-            loss = F.cross_entropy(network(images[batch]), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return network.eval()
+    return train_modality_network(retain, seed=0)
 
 
 # ------------------------------------------------------------------------------------------ ForgetSplitAccuracy
